@@ -1,0 +1,498 @@
+//! The blob directory: file contents stored by id, raw or zstd-compressed, verified on read.
+//!
+//! A blob lives at `blobs/<first two hex digits>/<64 hex digits>` when stored raw (so a later
+//! hardlink or reflink materialize mode can use the file as it is) or at the same path plus
+//! `.zst` when compression pays. Writes go to `tmp/` and are renamed into place, so a blob path
+//! only ever holds complete content; durability comes from one `syncfs` per batch ([`BlobDir::sync`]),
+//! which callers issue before the index records the batch.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::id::Id;
+
+/// Bytes read from the start of a blob to decide whether compressing it pays.
+pub const PROBE_LEN: usize = 128 * 1024;
+
+/// Compression must shrink the probe to at most this many tenths of its size to be used.
+pub const COMPRESS_IF_AT_MOST_TENTHS: usize = 9;
+
+/// Files at least this large are compressed with zstd's worker threads as well.
+pub const MULTITHREAD_COMPRESS_MIN: u64 = 32 * 1024 * 1024;
+
+/// Size of the copy buffer for streaming blobs in and out.
+const IO_BUF_LEN: usize = 256 * 1024;
+
+/// How a blob's bytes are kept on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// The content as it is.
+    Raw = 0,
+    /// One zstd frame.
+    Zstd = 1,
+}
+
+impl Encoding {
+    /// The index's one-byte code for this encoding.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+    /// The encoding for an index code.
+    pub fn from_code(c: u8) -> Option<Encoding> {
+        match c {
+            0 => Some(Encoding::Raw),
+            1 => Some(Encoding::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// What was written for one blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// Its id.
+    pub id: Id,
+    /// Content length.
+    pub size: u64,
+    /// Bytes on disk.
+    pub stored_size: u64,
+    /// How it is kept.
+    pub encoding: Encoding,
+}
+
+/// Errors reading or writing blobs; each names the blob or the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// No file holds the blob.
+    #[error("blob {0} is missing from the store")]
+    Missing(Id),
+    /// The bytes on disk do not hash to the id (or do not decompress).
+    #[error("blob {id} is corrupt: {reason}")]
+    Corrupt {
+        /// The blob.
+        id: Id,
+        /// What was found.
+        reason: String,
+    },
+    /// A source file changed while it was being stored.
+    #[error("{}: file changed while it was being stored", path.display())]
+    Changed {
+        /// The source file.
+        path: PathBuf,
+    },
+    /// An I/O error on a named file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// An I/O error writing the blob's content to its destination.
+    #[error("writing blob {id}: {source}")]
+    Sink {
+        /// The blob.
+        id: Id,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BlobError + '_ {
+    move |source| BlobError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The blob directory of a store and its temporary directory (on the same filesystem).
+#[derive(Clone, Debug)]
+pub struct BlobDir {
+    root: PathBuf,
+    tmp: PathBuf,
+    level: i32,
+}
+
+impl BlobDir {
+    /// Opens (and creates, if needed) the blob directory `root` with its fan-out folders,
+    /// using `tmp` for writes in progress and zstd level `level`.
+    pub fn open(root: PathBuf, tmp: PathBuf, level: i32) -> io::Result<BlobDir> {
+        if !root.join("ff").is_dir() {
+            for i in 0..=255u8 {
+                fs::create_dir_all(root.join(format!("{i:02x}")))?;
+            }
+        }
+        fs::create_dir_all(&tmp)?;
+        Ok(BlobDir { root, tmp, level })
+    }
+
+    /// Where the blob `id` lives in `encoding`.
+    pub fn path(&self, id: &Id, encoding: Encoding) -> PathBuf {
+        let hex = id.to_hex();
+        let mut p = self.root.join(&hex[..2]);
+        match encoding {
+            Encoding::Raw => p.push(hex),
+            Encoding::Zstd => p.push(format!("{hex}.zst")),
+        }
+        p
+    }
+
+    /// The blob directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The temporary directory.
+    pub fn tmp(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Stores the file at `src`, which was hashed to `expect` beforehand. The content is hashed
+    /// again as it is copied, so a file that changed in between is an error, never a blob under
+    /// the wrong id.
+    pub fn write_file(&self, src: &Path, expect: Id) -> Result<StoredBlob, BlobError> {
+        let file = File::open(src).map_err(io_at(src))?;
+        let len = file.metadata().map_err(io_at(src))?.len();
+        let stored = self.write_reader(file, len, src)?;
+        // The bytes went in under the id they really hash to, so a mismatch leaves a valid
+        // (unreferenced) blob for gc, never a wrong one.
+        if stored.id != expect {
+            return Err(BlobError::Changed {
+                path: src.to_path_buf(),
+            });
+        }
+        Ok(stored)
+    }
+
+    /// Stores whatever `reader` yields (for example an archive member) and returns its id.
+    /// `origin` names the source in errors.
+    pub fn write_stream(&self, reader: impl Read, origin: &Path) -> Result<StoredBlob, BlobError> {
+        self.write_reader(reader, 0, origin)
+    }
+
+    fn write_reader(
+        &self,
+        mut reader: impl Read,
+        size_hint: u64,
+        origin: &Path,
+    ) -> Result<StoredBlob, BlobError> {
+        let mut probe = Vec::with_capacity(PROBE_LEN.min(size_hint as usize + 1));
+        (&mut reader)
+            .take(PROBE_LEN as u64)
+            .read_to_end(&mut probe)
+            .map_err(io_at(origin))?;
+        let encoding = if self.compression_pays(&probe) {
+            Encoding::Zstd
+        } else {
+            Encoding::Raw
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&self.tmp)
+            .map_err(io_at(&self.tmp))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        {
+            let out = io::BufWriter::with_capacity(IO_BUF_LEN, tmp.as_file());
+            let tmp_path = tmp.path().to_path_buf();
+            let mut sink: Box<dyn Write> = match encoding {
+                Encoding::Raw => Box::new(out),
+                Encoding::Zstd => {
+                    let mut enc =
+                        zstd::Encoder::new(out, self.level).map_err(io_at(&tmp_path))?;
+                    if size_hint >= MULTITHREAD_COMPRESS_MIN {
+                        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                        enc.multithread(threads as u32).map_err(io_at(&tmp_path))?;
+                    }
+                    Box::new(enc.auto_finish())
+                }
+            };
+            hasher.update(&probe);
+            size += probe.len() as u64;
+            sink.write_all(&probe).map_err(io_at(&tmp_path))?;
+            let mut buf = vec![0u8; IO_BUF_LEN];
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(io_at(origin)(e)),
+                };
+                hasher.update(&buf[..n]);
+                size += n as u64;
+                sink.write_all(&buf[..n]).map_err(io_at(&tmp_path))?;
+            }
+            sink.flush().map_err(io_at(&tmp_path))?;
+        }
+        let id = Id::from_hash(hasher.finalize());
+        let stored_size = tmp.as_file().metadata().map_err(io_at(tmp.path()))?.len();
+        let dest = self.path(&id, encoding);
+        tmp.persist(&dest).map_err(|e| BlobError::Io {
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        Ok(StoredBlob {
+            id,
+            size,
+            stored_size,
+            encoding,
+        })
+    }
+
+    fn compression_pays(&self, probe: &[u8]) -> bool {
+        if probe.len() < 64 {
+            return false;
+        }
+        match zstd::bulk::compress(probe, self.level.min(3)) {
+            Ok(c) => c.len() * 10 <= probe.len() * COMPRESS_IF_AT_MOST_TENTHS,
+            Err(_) => false,
+        }
+    }
+
+    /// Finds the file holding `id`, and its encoding.
+    pub fn locate(&self, id: &Id) -> Result<(File, Encoding, PathBuf), BlobError> {
+        for enc in [Encoding::Zstd, Encoding::Raw] {
+            let p = self.path(id, enc);
+            match File::open(&p) {
+                Ok(f) => return Ok((f, enc, p)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_at(&p)(e)),
+            }
+        }
+        Err(BlobError::Missing(*id))
+    }
+
+    /// Opens `id` for reading through a [`VerifiedReader`].
+    pub fn open_verified(&self, id: &Id, expect_size: Option<u64>) -> Result<VerifiedReader, BlobError> {
+        let (file, enc, _path) = self.locate(id)?;
+        let inner: Box<dyn Read + Send> = match enc {
+            Encoding::Raw => Box::new(file),
+            Encoding::Zstd => Box::new(
+                zstd::Decoder::with_buffer(BufReader::with_capacity(IO_BUF_LEN, file)).map_err(|e| {
+                    BlobError::Corrupt {
+                        id: *id,
+                        reason: format!("bad zstd frame: {e}"),
+                    }
+                })?,
+            ),
+        };
+        Ok(VerifiedReader {
+            id: *id,
+            inner,
+            hasher: blake3::Hasher::new(),
+            size: 0,
+            expect_size,
+            failure: None,
+            done: false,
+        })
+    }
+
+    /// Streams the content of `id` into `sink`, hashing it on the way. Returns the size. If the
+    /// content does not hash to `id`, or is not `expect_size` bytes when that is given, the
+    /// result is [`BlobError::Corrupt`]: the caller must then discard what `sink` received.
+    pub fn read_verified(
+        &self,
+        id: &Id,
+        expect_size: Option<u64>,
+        sink: &mut dyn Write,
+    ) -> Result<u64, BlobError> {
+        let mut reader = self.open_verified(id, expect_size)?;
+        let mut buf = vec![0u8; IO_BUF_LEN];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => return Ok(reader.size),
+                Ok(n) => n,
+                Err(e) => return Err(reader.into_error(e)),
+            };
+            sink.write_all(&buf[..n])
+                .map_err(|source| BlobError::Sink { id: *id, source })?;
+        }
+    }
+
+    /// Makes every blob written so far durable: one `syncfs` of the store's filesystem.
+    pub fn sync(&self) -> io::Result<()> {
+        let dir = File::open(&self.root)?;
+        rustix::fs::syncfs(&dir)?;
+        Ok(())
+    }
+
+    /// Deletes the files of `id` in any encoding; returns the bytes freed.
+    pub fn remove(&self, id: &Id) -> io::Result<u64> {
+        let mut freed = 0;
+        for enc in [Encoding::Zstd, Encoding::Raw] {
+            let p = self.path(id, enc);
+            if let Ok(m) = fs::symlink_metadata(&p) {
+                match fs::remove_file(&p) {
+                    Ok(()) => freed += m.len(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Every blob file present, with its id, encoding and size on disk. Files whose names are
+    /// not blob names are skipped.
+    pub fn list(&self) -> io::Result<Vec<(Id, Encoding, u64)>> {
+        let mut out = Vec::new();
+        for i in 0..=255u8 {
+            let dir = self.root.join(format!("{i:02x}"));
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for ent in rd {
+                let ent = ent?;
+                let name = ent.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let (hex, enc) = match name.strip_suffix(".zst") {
+                    Some(h) => (h, Encoding::Zstd),
+                    None => (name, Encoding::Raw),
+                };
+                let Ok(id) = format!("{}{hex}", crate::id::ID_PREFIX).parse::<Id>() else {
+                    continue;
+                };
+                out.push((id, enc, ent.metadata()?.len()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Reads a blob's content, hashing it as it goes. At the end of the content it checks the hash
+/// (and the expected size): a mismatch is an `InvalidData` error from `read`, and
+/// [`VerifiedReader::into_error`] turns it into the typed [`BlobError`]. Until that final `read`
+/// returns 0, the bytes handed out are unverified: consumers must be able to discard them.
+pub struct VerifiedReader {
+    id: Id,
+    inner: Box<dyn Read + Send>,
+    hasher: blake3::Hasher,
+    size: u64,
+    expect_size: Option<u64>,
+    failure: Option<BlobError>,
+    done: bool,
+}
+
+impl VerifiedReader {
+    fn fail(&mut self, reason: String) -> io::Error {
+        let err = BlobError::Corrupt { id: self.id, reason };
+        let io = io::Error::new(io::ErrorKind::InvalidData, err.to_string());
+        self.failure = Some(err);
+        io
+    }
+
+    /// The typed error behind an `io::Error` this reader returned.
+    pub fn into_error(mut self, e: io::Error) -> BlobError {
+        self.failure.take().unwrap_or(BlobError::Corrupt {
+            id: self.id,
+            reason: format!("unreadable: {e}"),
+        })
+    }
+}
+
+impl Read for VerifiedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        let n = loop {
+            match self.inner.read(buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.fail(format!("unreadable: {e}"))),
+            }
+        };
+        if n == 0 {
+            if let Some(want) = self.expect_size
+                && self.size != want
+            {
+                return Err(self.fail(format!("{} bytes where {want} were recorded", self.size)));
+            }
+            let got = Id::from_hash(self.hasher.finalize());
+            if got != self.id {
+                return Err(self.fail(format!("content hashes to {got}")));
+            }
+            self.done = true;
+            return Ok(0);
+        }
+        self.size += n as u64;
+        if let Some(max) = self.expect_size
+            && self.size > max
+        {
+            return Err(self.fail(format!("longer than its recorded {max} bytes")));
+        }
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Hashes the file at `path` without storing it; returns its id and length.
+pub fn hash_file(path: &Path) -> io::Result<(Id, u64)> {
+    /// Below this size a plain read beats setting up a memory map.
+    const MMAP_MIN: u64 = 1024 * 1024;
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut hasher = blake3::Hasher::new();
+    if len >= MMAP_MIN {
+        hasher.update_mmap_rayon(path)?;
+        return Ok((Id::from_hash(hasher.finalize()), hasher.count()));
+    }
+    let mut buf = Vec::with_capacity(len as usize + 1);
+    (&file).read_to_end(&mut buf)?;
+    hasher.update(&buf);
+    Ok((Id::from_hash(hasher.finalize()), buf.len() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> (tempfile::TempDir, BlobDir) {
+        let t = tempfile::tempdir().unwrap();
+        let b = BlobDir::open(t.path().join("blobs"), t.path().join("tmp"), 3).unwrap();
+        (t, b)
+    }
+
+    #[test]
+    fn stores_compressible_and_random_and_reads_back() {
+        let (_t, b) = dir();
+        let text = b"hello world ".repeat(10_000);
+        let s = b.write_stream(&text[..], Path::new("text")).unwrap();
+        assert_eq!(s.encoding, Encoding::Zstd);
+        assert_eq!(s.id, Id::of(&text));
+        let mut out = Vec::new();
+        b.read_verified(&s.id, Some(text.len() as u64), &mut out).unwrap();
+        assert_eq!(out, text);
+
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        let s = b.write_stream(&noise[..], Path::new("noise")).unwrap();
+        assert_eq!(s.encoding, Encoding::Raw);
+        let mut out = Vec::new();
+        b.read_verified(&s.id, None, &mut out).unwrap();
+        assert_eq!(out, noise);
+    }
+
+    #[test]
+    fn detects_corruption_and_absence() {
+        let (_t, b) = dir();
+        let s = b.write_stream(&b"some content here"[..], Path::new("x")).unwrap();
+        let p = b.path(&s.id, s.encoding);
+        fs::write(&p, b"some content HERE").unwrap();
+        let err = b.read_verified(&s.id, None, &mut io::sink()).unwrap_err();
+        assert!(matches!(err, BlobError::Corrupt { .. }), "{err}");
+        fs::remove_file(&p).unwrap();
+        let err = b.read_verified(&s.id, None, &mut io::sink()).unwrap_err();
+        assert!(matches!(err, BlobError::Missing(_)), "{err}");
+    }
+}

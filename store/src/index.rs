@@ -1,0 +1,130 @@
+//! The redb index: which blobs and trees are durably present, and what keys are bound to.
+//!
+//! redb lets one process at a time open a database file for writing. Every command opens the
+//! index only for the short transactions it needs (hashing, compression and file I/O happen
+//! outside), and an open that finds the file busy retries with backoff until the store's lock
+//! timeout. See `docs/architecture.md`, "Locking".
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use redb::{
+    Builder, Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable,
+    TableDefinition,
+    WriteTransaction,
+};
+
+use crate::error::Error;
+use crate::lock::wait_until;
+
+/// Key name → JSON [`crate::KeyRecord`].
+pub(crate) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+/// (key name, sequence number) → JSON [`crate::LogEntry`].
+pub(crate) const KEY_LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("key_log");
+/// Blob id → (content size, stored size, encoding code).
+pub(crate) const BLOBS: TableDefinition<&[u8; 32], (u64, u64, u8)> = TableDefinition::new("blobs");
+/// Tree id → canonical tree encoding.
+pub(crate) const TREES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("trees");
+/// Store-wide settings, such as the layout version.
+pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// Version of the on-disk layout recorded in `meta` under `layout`.
+pub const LAYOUT_VERSION: &str = "1";
+
+/// redb's page cache for one short-lived command.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The index file of a store.
+#[derive(Clone, Debug)]
+pub(crate) struct Index {
+    path: PathBuf,
+    timeout: Duration,
+}
+
+impl Index {
+    pub(crate) fn new(path: PathBuf, timeout: Duration) -> Index {
+        Index { path, timeout }
+    }
+
+    fn err(&self) -> impl Fn(redb::Error) -> Error + '_ {
+        |source| Error::Index {
+            path: self.path.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    fn open(&self) -> Result<Database, Error> {
+        let mut db = None;
+        wait_until(self.timeout, "the index", &self.path, || {
+            match Builder::new().set_cache_size(CACHE_BYTES).create(&self.path) {
+                Ok(d) => {
+                    db = Some(d);
+                    Ok(true)
+                }
+                Err(DatabaseError::DatabaseAlreadyOpen) => Ok(false),
+                Err(e) => Err(self.err()(e.into())),
+            }
+        })?;
+        Ok(db.expect("set on success"))
+    }
+
+    /// Runs `f` in a read transaction.
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let db = self.open()?;
+        let txn = db.begin_read().map_err(|e| self.err()(e.into()))?;
+        f(&txn)
+    }
+
+    /// Runs `f` in a write transaction and commits it durably if `f` succeeds.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let db = self.open()?;
+        let txn = db.begin_write().map_err(|e| self.err()(e.into()))?;
+        let out = f(&txn)?;
+        txn.commit().map_err(|e| self.err()(e.into()))?;
+        Ok(out)
+    }
+
+    /// Creates the tables and records the layout version, if this is a new index.
+    pub(crate) fn init(&self) -> Result<(), Error> {
+        self.write(|txn| {
+            let e = self.err();
+            txn.open_table(KEYS).map_err(|x| e(x.into()))?;
+            txn.open_table(KEY_LOG).map_err(|x| e(x.into()))?;
+            txn.open_table(BLOBS).map_err(|x| e(x.into()))?;
+            txn.open_table(TREES).map_err(|x| e(x.into()))?;
+            let mut meta = txn.open_table(META).map_err(|x| e(x.into()))?;
+            let existing = meta
+                .get("layout")
+                .map_err(|x| e(x.into()))?
+                .map(|v| v.value().to_string());
+            match existing {
+                None => {
+                    meta.insert("layout", LAYOUT_VERSION)
+                        .map_err(|x| e(x.into()))?;
+                }
+                Some(v) if v == LAYOUT_VERSION => {}
+                Some(v) => {
+                    return Err(Error::Layout {
+                        path: self.path.clone(),
+                        found: v,
+                    });
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Wraps any redb error for this index.
+    pub(crate) fn db<E: Into<redb::Error>>(&self) -> impl Fn(E) -> Error + '_ {
+        |e| Error::Index {
+            path: self.path.clone(),
+            source: Box::new(e.into()),
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! [`Store`]: the public face of the library, tying blobs, trees, keys and locks together.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+
+use crate::blobs::{BlobDir, StoredBlob, hash_file};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{BLOBS, Index, KEY_LOG, KEYS, TREES};
+use crate::ingest::{self, Built, IngestOptions, Totals};
+use crate::key::{Key, KeyRecord, LogAction, LogEntry, Root};
+use crate::lock::{GcLock, LockMode};
+use crate::progress::Progress;
+use crate::tree::{EntryKind, Tree};
+
+/// Default zstd level for stored blobs.
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+
+/// Default time to wait for the index or the gc lock before giving up.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Settings for opening a store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// How long to wait for another process's lock before failing.
+    pub lock_timeout: Duration,
+    /// zstd level for newly stored blobs.
+    pub compression_level: i32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+        }
+    }
+}
+
+/// What an ingest stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Added {
+    /// The root of what was ingested.
+    pub root: Root,
+    /// Content totals.
+    pub totals: Totals,
+    /// Blobs that were not in the store before.
+    pub new_blobs: u64,
+    /// Their bytes on disk.
+    pub new_bytes: u64,
+}
+
+/// A local content-addressed store in one folder.
+#[derive(Clone, Debug)]
+pub struct Store {
+    dir: PathBuf,
+    pub(crate) blobs: BlobDir,
+    pub(crate) index: Index,
+    locks: PathBuf,
+    opts: StoreOptions,
+}
+
+/// The trees reachable from a root, each checked against its id.
+#[derive(Debug, Default)]
+pub struct Closure {
+    /// Every tree, by id.
+    pub trees: HashMap<Id, Tree>,
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating it if needed (there is no init step).
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let blobs = BlobDir::open(dir.join("blobs"), dir.join("tmp"), opts.compression_level)
+            .map_err(Error::io(dir))?;
+        let index = Index::new(dir.join("index.redb"), opts.lock_timeout);
+        let store = Store {
+            dir: dir.to_path_buf(),
+            blobs,
+            index,
+            locks: dir.join("locks"),
+            opts,
+        };
+        if !store.locks.join("gc").exists() {
+            store.index.init()?;
+            GcLock::acquire(&store.locks, LockMode::Shared, store.opts.lock_timeout)?;
+        }
+        Ok(store)
+    }
+
+    /// The store's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the gc lock: shared for readers and writers, exclusive for gc.
+    pub(crate) fn lock(&self, mode: LockMode) -> Result<GcLock> {
+        GcLock::acquire(&self.locks, mode, self.opts.lock_timeout)
+    }
+
+    /// The id `add` would give `path`, touching no store.
+    pub fn hash(path: &Path, opts: &IngestOptions) -> Result<Built> {
+        let (node, files) = ingest::scan(path, opts)?;
+        let hashes = files
+            .par_iter()
+            .map(|p| hash_file(p).map_err(Error::io(p)))
+            .collect::<Result<Vec<_>>>()?;
+        ingest::build(&node, &hashes, opts.preserve, path)
+    }
+
+    /// Ingests `path` without binding a key.
+    pub fn add(&self, path: &Path, opts: &IngestOptions, progress: &dyn Progress) -> Result<Added> {
+        let _lock = self.lock(LockMode::Shared)?;
+        let (built, stored) = self.ingest_path(path, opts, progress)?;
+        self.commit(&built, &stored, None)
+            .map(|(added, _)| added)
+    }
+
+    /// Ingests `path` and binds `key` to it.
+    pub fn put(
+        &self,
+        key: &Key,
+        path: &Path,
+        opts: &IngestOptions,
+        labels: BTreeMap<String, String>,
+        progress: &dyn Progress,
+    ) -> Result<(Added, KeyRecord)> {
+        let _lock = self.lock(LockMode::Shared)?;
+        let (built, stored) = self.ingest_path(path, opts, progress)?;
+        let (added, rec) = self.commit(&built, &stored, Some((key, labels)))?;
+        Ok((added, rec.expect("key given")))
+    }
+
+    /// Ingests a tar archive (plain, gzip or zstd) without binding a key.
+    pub fn add_archive(&self, archive: &Path, opts: &IngestOptions) -> Result<Added> {
+        let _lock = self.lock(LockMode::Shared)?;
+        let (built, stored) = crate::archive::ingest(self, archive, opts)?;
+        self.commit(&built, &stored, None).map(|(a, _)| a)
+    }
+
+    /// Ingests a tar archive (plain, gzip or zstd) and binds `key` to it.
+    pub fn put_archive(
+        &self,
+        key: &Key,
+        archive: &Path,
+        opts: &IngestOptions,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(Added, KeyRecord)> {
+        let _lock = self.lock(LockMode::Shared)?;
+        let (built, stored) = crate::archive::ingest(self, archive, opts)?;
+        let (added, rec) = self.commit(&built, &stored, Some((key, labels)))?;
+        Ok((added, rec.expect("key given")))
+    }
+
+    /// Scans, hashes, and stores the blobs the index lacks; makes them durable.
+    fn ingest_path(
+        &self,
+        path: &Path,
+        opts: &IngestOptions,
+        progress: &dyn Progress,
+    ) -> Result<(Built, Vec<StoredBlob>)> {
+        let (node, files) = ingest::scan(path, opts)?;
+        progress.start("hashing", files.len() as u64);
+        let hashes = files
+            .par_iter()
+            .map(|p| {
+                let r = hash_file(p).map_err(Error::io(p));
+                progress.advance(1);
+                r
+            })
+            .collect::<Result<Vec<_>>>()?;
+        progress.finish();
+        let built = ingest::build(&node, &hashes, opts.preserve, path)?;
+
+        // One file per id that the index does not already record.
+        let mut first_path: HashMap<Id, &PathBuf> = HashMap::new();
+        for (p, (id, _)) in files.iter().zip(&hashes) {
+            first_path.entry(*id).or_insert(p);
+        }
+        let candidates: Vec<Id> = first_path.keys().copied().collect();
+        let present = self.present_blobs(&candidates)?;
+        let todo: Vec<(Id, &PathBuf)> = first_path
+            .into_iter()
+            .filter(|(id, _)| !present.contains(id))
+            .collect();
+        progress.start("storing", todo.len() as u64);
+        let stored = todo
+            .par_iter()
+            .map(|(id, p)| {
+                let r = self.blobs.write_file(p, *id).map_err(Error::from);
+                progress.advance(1);
+                r
+            })
+            .collect::<Result<Vec<_>>>()?;
+        progress.finish();
+        if !stored.is_empty() {
+            self.blobs.sync().map_err(Error::io(self.blobs.root()))?;
+        }
+        Ok((built, stored))
+    }
+
+    /// Which of `ids` the index records as present.
+    pub(crate) fn present_blobs(&self, ids: &[Id]) -> Result<HashSet<Id>> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        self.index.read(|txn| {
+            let t = txn.open_table(BLOBS).map_err(self.index.db())?;
+            let mut out = HashSet::new();
+            for id in ids {
+                if t.get(&id.0).map_err(self.index.db())?.is_some() {
+                    out.insert(*id);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Records durable blobs and trees, and binds the key if one is given, in one transaction.
+    pub(crate) fn commit(
+        &self,
+        built: &Built,
+        stored: &[StoredBlob],
+        key: Option<(&Key, BTreeMap<String, String>)>,
+    ) -> Result<(Added, Option<KeyRecord>)> {
+        self.index.write(|txn| {
+            let mut new_blobs = 0;
+            let mut new_bytes = 0;
+            {
+                let mut blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
+                for s in stored {
+                    let old = blobs
+                        .insert(&s.id.0, (s.size, s.stored_size, s.encoding.code()))
+                        .map_err(self.index.db())?;
+                    if old.is_none() {
+                        new_blobs += 1;
+                        new_bytes += s.stored_size;
+                    }
+                }
+                // Closure before key: every blob the trees name is either already recorded
+                // (checked by the caller, and gc cannot run while we hold the gc lock) or in
+                // `stored`, recorded just above.
+                let mut trees = txn.open_table(TREES).map_err(self.index.db())?;
+                for (id, bytes) in &built.trees {
+                    if trees.get(&id.0).map_err(self.index.db())?.is_none() {
+                        trees.insert(&id.0, bytes.as_slice()).map_err(self.index.db())?;
+                    }
+                }
+                if let Root::File { id, .. } = built.root
+                    && blobs.get(&id.0).map_err(self.index.db())?.is_none()
+                {
+                    return Err(Error::UnknownObject(id));
+                }
+            }
+            let added = Added {
+                root: built.root,
+                totals: built.totals,
+                new_blobs,
+                new_bytes,
+            };
+            let rec = match key {
+                Some((key, labels)) => Some(self.bind(txn, key, built.root, built.totals, labels)?),
+                None => None,
+            };
+            Ok((added, rec))
+        })
+    }
+
+    fn bind(
+        &self,
+        txn: &WriteTransaction,
+        key: &Key,
+        root: Root,
+        totals: Totals,
+        labels: BTreeMap<String, String>,
+    ) -> Result<KeyRecord> {
+        let rec = KeyRecord {
+            key: key.clone(),
+            root,
+            created: now(),
+            size: totals.size,
+            files: totals.files,
+            labels,
+        };
+        let mut keys = txn.open_table(KEYS).map_err(self.index.db())?;
+        let previous = keys
+            .get(key.as_str())
+            .map_err(self.index.db())?
+            .map(|v| serde_json::from_slice::<KeyRecord>(v.value()).map(|r| r.root))
+            .transpose()
+            .map_err(|e| corrupt_record(key.as_str(), e))?;
+        let json = serde_json::to_vec(&rec).expect("records serialize");
+        keys.insert(key.as_str(), json.as_slice())
+            .map_err(self.index.db())?;
+        drop(keys);
+        self.append_log(
+            txn,
+            key,
+            LogEntry {
+                time: rec.created,
+                action: if previous.is_some() {
+                    LogAction::Rebind
+                } else {
+                    LogAction::Bind
+                },
+                root: Some(root),
+                previous,
+            },
+        )?;
+        Ok(rec)
+    }
+
+    fn append_log(&self, txn: &WriteTransaction, key: &Key, entry: LogEntry) -> Result<()> {
+        let mut log = txn.open_table(KEY_LOG).map_err(self.index.db())?;
+        let next = log
+            .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))
+            .map_err(self.index.db())?
+            .next_back()
+            .transpose()
+            .map_err(self.index.db())?
+            .map_or(0, |(k, _)| k.value().1 + 1);
+        let json = serde_json::to_vec(&entry).expect("log entries serialize");
+        log.insert((key.as_str(), next), json.as_slice())
+            .map_err(self.index.db())?;
+        Ok(())
+    }
+
+    /// The record of `key`.
+    pub fn record(&self, key: &Key) -> Result<KeyRecord> {
+        self.index
+            .read(|txn| self.record_in(txn, key.as_str()))?
+            .ok_or_else(|| Error::UnknownKey(key.to_string()))
+    }
+
+    fn record_in(&self, txn: &ReadTransaction, key: &str) -> Result<Option<KeyRecord>> {
+        let keys = txn.open_table(KEYS).map_err(self.index.db())?;
+        keys.get(key)
+            .map_err(self.index.db())?
+            .map(|v| serde_json::from_slice(v.value()).map_err(|e| corrupt_record(key, e)))
+            .transpose()
+    }
+
+    /// Every key whose name starts with `prefix`, in name order.
+    pub fn keys(&self, prefix: &str) -> Result<Vec<KeyRecord>> {
+        self.index.read(|txn| {
+            let keys = txn.open_table(KEYS).map_err(self.index.db())?;
+            let mut out = Vec::new();
+            for item in keys.range(prefix..).map_err(self.index.db())? {
+                let (k, v) = item.map_err(self.index.db())?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt_record(k.value(), e))?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The history of `key`, oldest first.
+    pub fn log(&self, key: &Key) -> Result<Vec<LogEntry>> {
+        let out: Vec<LogEntry> = self.index.read(|txn| {
+            let log = txn.open_table(KEY_LOG).map_err(self.index.db())?;
+            let mut out = Vec::new();
+            for item in log
+                .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))
+                .map_err(self.index.db())?
+            {
+                let (_, v) = item.map_err(self.index.db())?;
+                out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt_record(key.as_str(), e))?);
+            }
+            Ok(out)
+        })?;
+        if out.is_empty() {
+            return Err(Error::UnknownKey(key.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Unbinds `key` (its objects stay until `gc`). Returns the record it had.
+    pub fn remove_key(&self, key: &Key) -> Result<KeyRecord> {
+        self.index.write(|txn| {
+            let rec = {
+                let mut keys = txn.open_table(KEYS).map_err(self.index.db())?;
+                let old = keys.remove(key.as_str()).map_err(self.index.db())?;
+                match old {
+                    Some(v) => serde_json::from_slice::<KeyRecord>(v.value())
+                        .map_err(|e| corrupt_record(key.as_str(), e))?,
+                    None => return Err(Error::UnknownKey(key.to_string())),
+                }
+            };
+            self.append_log(
+                txn,
+                key,
+                LogEntry {
+                    time: now(),
+                    action: LogAction::Remove,
+                    root: None,
+                    previous: Some(rec.root),
+                },
+            )?;
+            Ok(rec)
+        })
+    }
+
+    /// Resolves a key name or an id to a root. Ids are `blake3:<hex>`; anything else is a key.
+    pub fn resolve(&self, spec: &str) -> Result<Root> {
+        if let Ok(id) = spec.parse::<Id>() {
+            return self.index.read(|txn| {
+                let trees = txn.open_table(TREES).map_err(self.index.db())?;
+                if trees.get(&id.0).map_err(self.index.db())?.is_some() {
+                    return Ok(Root::Tree { id });
+                }
+                let blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
+                if blobs.get(&id.0).map_err(self.index.db())?.is_some() {
+                    return Ok(Root::File {
+                        id,
+                        executable: false,
+                    });
+                }
+                Err(Error::UnknownObject(id))
+            });
+        }
+        let key = Key::new(spec)?;
+        Ok(self.record(&key)?.root)
+    }
+
+    /// Loads every tree reachable from `root`, checking each against its id.
+    pub fn closure(&self, root: &Root) -> Result<Closure> {
+        let mut closure = Closure::default();
+        let Root::Tree { id } = root else {
+            return Ok(closure);
+        };
+        self.index.read(|txn| {
+            let trees = txn.open_table(TREES).map_err(self.index.db())?;
+            let mut stack = vec![*id];
+            while let Some(id) = stack.pop() {
+                if closure.trees.contains_key(&id) {
+                    continue;
+                }
+                let bytes = trees
+                    .get(&id.0)
+                    .map_err(self.index.db())?
+                    .ok_or(Error::UnknownObject(id))?;
+                let tree = decode_checked(id, bytes.value())?;
+                for e in &tree.entries {
+                    if let EntryKind::Dir { tree } = e.kind {
+                        stack.push(tree);
+                    }
+                }
+                closure.trees.insert(id, tree);
+            }
+            Ok(())
+        })?;
+        Ok(closure)
+    }
+
+    /// The tree `id`, checked against its id.
+    pub fn tree(&self, id: &Id) -> Result<Tree> {
+        self.index.read(|txn| {
+            let trees = txn.open_table(TREES).map_err(self.index.db())?;
+            let bytes = trees
+                .get(&id.0)
+                .map_err(self.index.db())?
+                .ok_or(Error::UnknownObject(*id))?;
+            decode_checked(*id, bytes.value())
+        })
+    }
+
+    /// Writes the content of a file to `out`, verified. `path` selects a file inside a tree
+    /// root (following no symlinks); a file root takes no path. The blob is checked in full
+    /// before the first byte is written, so a corrupt blob produces no output.
+    pub fn cat(&self, root: &Root, path: Option<&str>, out: &mut dyn std::io::Write) -> Result<u64> {
+        let _lock = self.lock(LockMode::Shared)?;
+        let (id, size) = match (root, path) {
+            (Root::File { id, .. }, None) => (*id, None),
+            (Root::File { id, .. }, Some(p)) => {
+                return Err(Error::TreePath {
+                    path: p.to_string(),
+                    root: *id,
+                    reason: "the root is a single file, not a tree".into(),
+                });
+            }
+            (Root::Tree { id }, None) => {
+                return Err(Error::TreePath {
+                    path: String::new(),
+                    root: *id,
+                    reason: "the root is a tree: give the path of a file inside it".into(),
+                });
+            }
+            (Root::Tree { id }, Some(p)) => {
+                let (blob, size) = self.find_file(*id, p)?;
+                (blob, Some(size))
+            }
+        };
+        self.blobs.read_verified(&id, size, &mut std::io::sink())?;
+        Ok(self.blobs.read_verified(&id, size, out)?)
+    }
+
+    fn find_file(&self, root: Id, path: &str) -> Result<(Id, u64)> {
+        let fail = |reason: &str| Error::TreePath {
+            path: path.to_string(),
+            root,
+            reason: reason.to_string(),
+        };
+        let mut tree = self.tree(&root)?;
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+        if segs.is_empty() {
+            return Err(fail("empty path"));
+        }
+        for (i, seg) in segs.iter().enumerate() {
+            let entry = tree.get(seg.as_bytes()).ok_or_else(|| fail("no such entry"))?;
+            let last = i + 1 == segs.len();
+            match (&entry.kind, last) {
+                (EntryKind::Dir { tree: t }, false) => {
+                    let t = *t;
+                    tree = self.tree(&t)?;
+                }
+                (EntryKind::File { size, blob }, true) => return Ok((*blob, *size)),
+                (EntryKind::Hardlink { target }, true) => {
+                    let target = String::from_utf8_lossy(target).into_owned();
+                    return self.find_file(root, &target);
+                }
+                (_, false) => return Err(fail(&format!("{seg:?} is not a directory"))),
+                (k, true) => return Err(fail(&format!("is a {}, not a file", k.type_name()))),
+            }
+        }
+        unreachable!("loop returns on the last segment")
+    }
+}
+
+/// Decodes tree bytes from the index after checking they hash to `id`.
+pub(crate) fn decode_checked(id: Id, bytes: &[u8]) -> Result<Tree> {
+    let got = Id::of(bytes);
+    if got != id {
+        return Err(Error::CorruptTree {
+            id,
+            reason: format!("encoding hashes to {got}"),
+        });
+    }
+    Tree::decode(bytes).map_err(|e| Error::CorruptTree {
+        id,
+        reason: e.to_string(),
+    })
+}
+
+fn corrupt_record(key: &str, e: serde_json::Error) -> Error {
+    Error::UnknownKey(format!("{key} (its record is unreadable: {e})"))
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
