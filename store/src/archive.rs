@@ -104,7 +104,8 @@ pub(crate) fn ingest(
         .entries()
         .map_err(|e| malformed(None, format!("malformed archive: {e}")))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| malformed(None, format!("malformed or truncated archive: {e}")))?;
+        let mut entry =
+            entry.map_err(|e| malformed(None, format!("malformed or truncated archive: {e}")))?;
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let bad = |reason: String| malformed(Some(shown.clone()), reason);
@@ -138,7 +139,8 @@ pub(crate) fn ingest(
             for ext in exts {
                 let ext = ext.map_err(|e| bad(e.to_string()))?;
                 if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                    meta.xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+                    meta.xattrs
+                        .push((name.to_vec(), ext.value_bytes().to_vec()));
                 }
             }
             meta.xattrs.sort();
@@ -257,7 +259,9 @@ fn lookup_mut<'a>(mut node: &'a mut Node, segs: &[Vec<u8>]) -> Option<&'a mut No
         let Node::Dir { children, .. } = node else {
             return None;
         };
-        let i = children.binary_search_by(|(n, _)| n.as_slice().cmp(seg)).ok()?;
+        let i = children
+            .binary_search_by(|(n, _)| n.as_slice().cmp(seg))
+            .ok()?;
         node = &mut children[i].1;
     }
     Some(node)
@@ -266,7 +270,12 @@ fn lookup_mut<'a>(mut node: &'a mut Node, segs: &[Vec<u8>]) -> Option<&'a mut No
 /// Puts `node` at `segs`, creating missing parent folders. A later entry replaces an earlier
 /// one of the same name, as tar does; a folder entry over an existing folder only updates its
 /// metadata.
-fn insert(root: &mut Node, segs: &[Vec<u8>], node: Node, opts: &IngestOptions) -> Result<(), String> {
+fn insert(
+    root: &mut Node,
+    segs: &[Vec<u8>],
+    node: Node,
+    opts: &IngestOptions,
+) -> Result<(), String> {
     let (last, parents) = segs.split_last().expect("non-empty");
     let mut cur = root;
     for seg in parents {

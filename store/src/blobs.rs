@@ -199,8 +199,7 @@ impl BlobDir {
             let mut sink: Box<dyn Write> = match encoding {
                 Encoding::Raw => Box::new(out),
                 Encoding::Zstd => {
-                    let mut enc =
-                        zstd::Encoder::new(out, self.level).map_err(io_at(&tmp_path))?;
+                    let mut enc = zstd::Encoder::new(out, self.level).map_err(io_at(&tmp_path))?;
                     if size_hint >= MULTITHREAD_COMPRESS_MIN {
                         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
                         enc.multithread(threads as u32).map_err(io_at(&tmp_path))?;
@@ -264,17 +263,21 @@ impl BlobDir {
     }
 
     /// Opens `id` for reading through a [`VerifiedReader`].
-    pub fn open_verified(&self, id: &Id, expect_size: Option<u64>) -> Result<VerifiedReader, BlobError> {
+    pub fn open_verified(
+        &self,
+        id: &Id,
+        expect_size: Option<u64>,
+    ) -> Result<VerifiedReader, BlobError> {
         let (file, enc, _path) = self.locate(id)?;
         let inner: Box<dyn Read + Send> = match enc {
             Encoding::Raw => Box::new(file),
             Encoding::Zstd => Box::new(
-                zstd::Decoder::with_buffer(BufReader::with_capacity(IO_BUF_LEN, file)).map_err(|e| {
-                    BlobError::Corrupt {
+                zstd::Decoder::with_buffer(BufReader::with_capacity(IO_BUF_LEN, file)).map_err(
+                    |e| BlobError::Corrupt {
                         id: *id,
                         reason: format!("bad zstd frame: {e}"),
-                    }
-                })?,
+                    },
+                )?,
             ),
         };
         Ok(VerifiedReader {
@@ -378,7 +381,10 @@ pub struct VerifiedReader {
 
 impl VerifiedReader {
     fn fail(&mut self, reason: String) -> io::Error {
-        let err = BlobError::Corrupt { id: self.id, reason };
+        let err = BlobError::Corrupt {
+            id: self.id,
+            reason,
+        };
         let io = io::Error::new(io::ErrorKind::InvalidData, err.to_string());
         self.failure = Some(err);
         io
@@ -464,7 +470,8 @@ mod tests {
         assert_eq!(s.encoding, Encoding::Zstd);
         assert_eq!(s.id, Id::of(&text));
         let mut out = Vec::new();
-        b.read_verified(&s.id, Some(text.len() as u64), &mut out).unwrap();
+        b.read_verified(&s.id, Some(text.len() as u64), &mut out)
+            .unwrap();
         assert_eq!(out, text);
 
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -486,7 +493,9 @@ mod tests {
     #[test]
     fn detects_corruption_and_absence() {
         let (_t, b) = dir();
-        let s = b.write_stream(&b"some content here"[..], Path::new("x")).unwrap();
+        let s = b
+            .write_stream(&b"some content here"[..], Path::new("x"))
+            .unwrap();
         let p = b.path(&s.id, s.encoding);
         fs::write(&p, b"some content HERE").unwrap();
         let err = b.read_verified(&s.id, None, &mut io::sink()).unwrap_err();

@@ -57,7 +57,10 @@ impl Store {
         let Root::Tree { id } = root else {
             return Err(Error::Destination {
                 path: out.to_path_buf(),
-                reason: format!("{} is a single file, not a tree; use `cairn cat` or `cairn get`", root.id()),
+                reason: format!(
+                    "{} is a single file, not a tree; use `cairn cat` or `cairn get`",
+                    root.id()
+                ),
             });
         };
         let closure = self.closure(root)?;
@@ -69,7 +72,10 @@ impl Store {
             .prefix(".cairn-export-")
             .tempfile_in(parent)
             .map_err(Error::io(parent))?;
-        let file = io::BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone().map_err(Error::io(out))?);
+        let file = io::BufWriter::with_capacity(
+            1 << 20,
+            tmp.as_file().try_clone().map_err(Error::io(out))?,
+        );
         let sink: Box<dyn Write> = match format {
             ArchiveFormat::Tar => Box::new(file),
             ArchiveFormat::TarZstd => Box::new(
@@ -105,7 +111,10 @@ impl Store {
         entries: &mut u64,
         out: &Path,
     ) -> Result<()> {
-        let tree = closure.trees.get(&tree_id).ok_or(Error::UnknownObject(tree_id))?;
+        let tree = closure
+            .trees
+            .get(&tree_id)
+            .ok_or(Error::UnknownObject(tree_id))?;
         for e in &tree.entries {
             let mark = path.len();
             path.extend_from_slice(&e.name);
@@ -116,7 +125,12 @@ impl Store {
                     .meta
                     .xattrs
                     .iter()
-                    .map(|(k, v)| (format!("SCHILY.xattr.{}", String::from_utf8_lossy(k)), v.as_slice()))
+                    .map(|(k, v)| {
+                        (
+                            format!("SCHILY.xattr.{}", String::from_utf8_lossy(k)),
+                            v.as_slice(),
+                        )
+                    })
                     .collect();
                 b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))
                     .map_err(Error::io(out))?;
@@ -145,7 +159,8 @@ impl Store {
                     });
                     b.append_link(&mut h, name, Path::new(std::ffi::OsStr::from_bytes(target)))
                 }
-                EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
+                EntryKind::CharDevice { major, minor }
+                | EntryKind::BlockDevice { major, minor } => {
                     h.set_entry_type(if matches!(e.kind, EntryKind::CharDevice { .. }) {
                         EntryType::Char
                     } else {

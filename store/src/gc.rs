@@ -57,7 +57,10 @@ impl Store {
             for item in keys.iter().map_err(self.index.db())? {
                 let (k, v) = item.map_err(self.index.db())?;
                 let rec: KeyRecord = serde_json::from_slice(v.value()).map_err(|e| {
-                    Error::UnknownKey(format!("{} (unreadable record: {e}); gc stopped", k.value()))
+                    Error::UnknownKey(format!(
+                        "{} (unreadable record: {e}); gc stopped",
+                        k.value()
+                    ))
                 })?;
                 match rec.root {
                     Root::Tree { id } => stack.push(id),

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use redb::{
     Builder, Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable,
-    TableDefinition,
-    WriteTransaction,
+    TableDefinition, WriteTransaction,
 };
 
 use crate::error::Error;
@@ -55,16 +54,22 @@ impl Index {
 
     fn open(&self) -> Result<Database, Error> {
         let mut db = None;
-        wait_until(self.timeout, "the index", &self.path, || {
-            match Builder::new().set_cache_size(CACHE_BYTES).create(&self.path) {
+        wait_until(
+            self.timeout,
+            "the index",
+            &self.path,
+            || match Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create(&self.path)
+            {
                 Ok(d) => {
                     db = Some(d);
                     Ok(true)
                 }
                 Err(DatabaseError::DatabaseAlreadyOpen) => Ok(false),
                 Err(e) => Err(self.err()(e.into())),
-            }
-        })?;
+            },
+        )?;
         Ok(db.expect("set on success"))
     }
 

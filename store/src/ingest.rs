@@ -250,9 +250,8 @@ fn meta_of(path: &Path, md: &fs::Metadata, opts: &IngestOptions) -> Result<Meta>
 
 /// The extended attributes of `path` (not following a symlink), sorted by name.
 fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let unsupported = |e: rustix::io::Errno| {
-        e == rustix::io::Errno::NOTSUP || e == rustix::io::Errno::PERM
-    };
+    let unsupported =
+        |e: rustix::io::Errno| e == rustix::io::Errno::NOTSUP || e == rustix::io::Errno::PERM;
     let mut names = vec![0u8; 4096];
     let n = loop {
         match rustix::fs::llistxattr(path, &mut names[..]) {
@@ -291,12 +290,7 @@ fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 /// Builds the trees for `node`. `hashes[job]` is the (id, size) of each [`Content::Path`] file.
 /// `origin` names the input in errors. Under `preserve`, the first name of each hardlink group
 /// in depth-first order keeps the content and later names become hardlinks to it.
-pub fn build(
-    node: &Node,
-    hashes: &[(Id, u64)],
-    preserve: bool,
-    origin: &Path,
-) -> Result<Built> {
+pub fn build(node: &Node, hashes: &[(Id, u64)], preserve: bool, origin: &Path) -> Result<Built> {
     let mut b = Builder {
         hashes,
         preserve,

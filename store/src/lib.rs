@@ -47,6 +47,8 @@ pub use ingest::{IngestOptions, Totals};
 pub use key::{Key, KeyError, KeyRecord, LogAction, LogEntry, MAX_KEY_LEN, Root};
 pub use materialize::MaterializeStats;
 pub use progress::{NoProgress, Progress};
-pub use store::{Added, Closure, DEFAULT_COMPRESSION_LEVEL, DEFAULT_LOCK_TIMEOUT, Store, StoreOptions};
+pub use store::{
+    Added, Closure, DEFAULT_COMPRESSION_LEVEL, DEFAULT_LOCK_TIMEOUT, Store, StoreOptions,
+};
 pub use tree::{Entry, EntryKind, Meta, Tree};
 pub use verify::{Fault, Problem, VerifyReport};

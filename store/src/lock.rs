@@ -6,7 +6,7 @@
 //! (`gc`). Locks are `flock`s, so a process killed with SIGKILL releases them at once.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -73,7 +73,7 @@ pub(crate) fn wait_until(
     }
 }
 
-fn take(file: &File, mode: LockMode, timeout: Duration, path: &PathBuf) -> Result<(), Error> {
+fn take(file: &File, mode: LockMode, timeout: Duration, path: &Path) -> Result<(), Error> {
     wait_until(timeout, "the gc lock", path, || {
         let r = match mode {
             LockMode::Shared => file.try_lock_shared(),

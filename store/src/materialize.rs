@@ -105,13 +105,21 @@ impl Store {
         }
     }
 
-    fn materialize_file(&self, id: Id, executable: bool, dest: &Path, force: bool) -> Result<MaterializeStats> {
+    fn materialize_file(
+        &self,
+        id: Id,
+        executable: bool,
+        dest: &Path,
+        force: bool,
+    ) -> Result<MaterializeStats> {
         let dest_err = |reason: &str| Error::Destination {
             path: dest.to_path_buf(),
             reason: reason.to_string(),
         };
         match std::fs::symlink_metadata(dest) {
-            Ok(m) if m.is_dir() => return Err(dest_err("is a directory; the root is a single file")),
+            Ok(m) if m.is_dir() => {
+                return Err(dest_err("is a directory; the root is a single file"));
+            }
             Ok(_) if !force => return Err(dest_err("already exists (use --force to replace it)")),
             Ok(_) => std::fs::remove_file(dest).map_err(Error::io(dest))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -137,7 +145,8 @@ impl Store {
             }
         };
         let mode = if executable { 0o755 } else { 0o644 };
-        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(|e| Error::io(dest)(e.into()))?;
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
+            .map_err(|e| Error::io(dest)(e.into()))?;
         Ok(MaterializeStats {
             files: 1,
             bytes: n,
@@ -232,7 +241,8 @@ impl Ctx<'_> {
                     }
                 }
                 EntryKind::Hardlink { target } => {
-                    self.hardlinks.push((path.clone(), target.clone(), e.meta.clone()));
+                    self.hardlinks
+                        .push((path.clone(), target.clone(), e.meta.clone()));
                 }
                 EntryKind::Symlink { target } => {
                     rustix::fs::symlinkat(target.as_slice(), &*dir, e.name.as_slice())
@@ -242,12 +252,14 @@ impl Ctx<'_> {
                 }
                 EntryKind::Fifo | EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } => {
                     let (ft, dev) = match e.kind {
-                        EntryKind::CharDevice { major, minor } => {
-                            (rustix::fs::FileType::CharacterDevice, rustix::fs::makedev(major, minor))
-                        }
-                        EntryKind::BlockDevice { major, minor } => {
-                            (rustix::fs::FileType::BlockDevice, rustix::fs::makedev(major, minor))
-                        }
+                        EntryKind::CharDevice { major, minor } => (
+                            rustix::fs::FileType::CharacterDevice,
+                            rustix::fs::makedev(major, minor),
+                        ),
+                        EntryKind::BlockDevice { major, minor } => (
+                            rustix::fs::FileType::BlockDevice,
+                            rustix::fs::makedev(major, minor),
+                        ),
                         _ => (rustix::fs::FileType::Fifo, 0),
                     };
                     let mode = Mode::from_raw_mode(e.meta.mode & 0o777);
@@ -257,7 +269,10 @@ impl Ctx<'_> {
                             self.apply_meta_at(&dir, &e.name, &e.meta, &shown)?;
                         }
                         Err(Errno::PERM) if ft != rustix::fs::FileType::Fifo => {
-                            tracing::warn!("{}: skipped device node (creating it needs root)", shown.display());
+                            tracing::warn!(
+                                "{}: skipped device node (creating it needs root)",
+                                shown.display()
+                            );
                             self.stats.skipped += 1;
                         }
                         Err(err) => return Err(errno(err)),
@@ -391,8 +406,14 @@ impl Ctx<'_> {
             let tdir_fd = self.open_beneath(tdir)?;
             let (name, dir) = path.split_last().expect("non-empty path");
             let dir_fd = self.open_beneath(dir)?;
-            rustix::fs::linkat(&tdir_fd, tname.as_slice(), &dir_fd, name.as_slice(), AtFlags::empty())
-                .map_err(|e| Error::io(&shown)(e.into()))?;
+            rustix::fs::linkat(
+                &tdir_fd,
+                tname.as_slice(),
+                &dir_fd,
+                name.as_slice(),
+                AtFlags::empty(),
+            )
+            .map_err(|e| Error::io(&shown)(e.into()))?;
             self.stats.files += 1;
         }
         Ok(())
@@ -444,7 +465,9 @@ fn prepare_dest_dir(dest: &Path, force: bool) -> Result<bool> {
                 .is_some();
             if non_empty {
                 if !force {
-                    return Err(dest_err("is not empty (use --force to replace its contents)"));
+                    return Err(dest_err(
+                        "is not empty (use --force to replace its contents)",
+                    ));
                 }
                 clear_dir(dest).map_err(Error::io(dest))?;
             }

@@ -116,8 +116,7 @@ impl Store {
     pub fn add(&self, path: &Path, opts: &IngestOptions, progress: &dyn Progress) -> Result<Added> {
         let _lock = self.lock(LockMode::Shared)?;
         let (built, stored) = self.ingest_path(path, opts, progress)?;
-        self.commit(&built, &stored, None)
-            .map(|(added, _)| added)
+        self.commit(&built, &stored, None).map(|(added, _)| added)
     }
 
     /// Ingests `path` and binds `key` to it.
@@ -247,7 +246,9 @@ impl Store {
                 let mut trees = txn.open_table(TREES).map_err(self.index.db())?;
                 for (id, bytes) in &built.trees {
                     if trees.get(&id.0).map_err(self.index.db())?.is_none() {
-                        trees.insert(&id.0, bytes.as_slice()).map_err(self.index.db())?;
+                        trees
+                            .insert(&id.0, bytes.as_slice())
+                            .map_err(self.index.db())?;
                     }
                 }
                 if let Root::File { id, .. } = built.root
@@ -263,7 +264,9 @@ impl Store {
                 new_bytes,
             };
             let rec = match key {
-                Some((key, labels)) => Some(self.bind(txn, key, built.root, built.totals, labels)?),
+                Some((key, labels)) => {
+                    Some(self.bind(txn, key, built.root, built.totals, labels)?)
+                }
                 None => None,
             };
             Ok((added, rec))
@@ -354,7 +357,9 @@ impl Store {
                 if !k.value().starts_with(prefix) {
                     break;
                 }
-                out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt_record(k.value(), e))?);
+                out.push(
+                    serde_json::from_slice(v.value()).map_err(|e| corrupt_record(k.value(), e))?,
+                );
             }
             Ok(out)
         })
@@ -370,7 +375,10 @@ impl Store {
                 .map_err(self.index.db())?
             {
                 let (_, v) = item.map_err(self.index.db())?;
-                out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt_record(key.as_str(), e))?);
+                out.push(
+                    serde_json::from_slice(v.value())
+                        .map_err(|e| corrupt_record(key.as_str(), e))?,
+                );
             }
             Ok(out)
         })?;
@@ -473,7 +481,12 @@ impl Store {
     /// Writes the content of a file to `out`, verified. `path` selects a file inside a tree
     /// root (following no symlinks); a file root takes no path. The blob is checked in full
     /// before the first byte is written, so a corrupt blob produces no output.
-    pub fn cat(&self, root: &Root, path: Option<&str>, out: &mut dyn std::io::Write) -> Result<u64> {
+    pub fn cat(
+        &self,
+        root: &Root,
+        path: Option<&str>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64> {
         let _lock = self.lock(LockMode::Shared)?;
         let (id, size) = match (root, path) {
             (Root::File { id, .. }, None) => (*id, None),
@@ -507,12 +520,17 @@ impl Store {
             reason: reason.to_string(),
         };
         let mut tree = self.tree(&root)?;
-        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+        let segs: Vec<&str> = path
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .collect();
         if segs.is_empty() {
             return Err(fail("empty path"));
         }
         for (i, seg) in segs.iter().enumerate() {
-            let entry = tree.get(seg.as_bytes()).ok_or_else(|| fail("no such entry"))?;
+            let entry = tree
+                .get(seg.as_bytes())
+                .ok_or_else(|| fail("no such entry"))?;
             let last = i + 1 == segs.len();
             match (&entry.kind, last) {
                 (EntryKind::Dir { tree: t }, false) => {

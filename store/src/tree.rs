@@ -199,7 +199,8 @@ impl Tree {
                     put_u32(&mut out, target.len() as u32);
                     out.extend_from_slice(target);
                 }
-                EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
+                EntryKind::CharDevice { major, minor }
+                | EntryKind::BlockDevice { major, minor } => {
                     put_u32(&mut out, *major);
                     put_u32(&mut out, *minor);
                 }
@@ -225,7 +226,9 @@ impl Tree {
         let count = r.u32()? as usize;
         // Each entry takes at least 35 bytes, so a count beyond that is a lie about the length.
         if count > bytes.len() / 35 {
-            return Err(r.fail(format!("entry count {count} exceeds what the bytes can hold")));
+            return Err(r.fail(format!(
+                "entry count {count} exceeds what the bytes can hold"
+            )));
         }
         let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
@@ -309,31 +312,45 @@ impl Tree {
             let shown = String::from_utf8_lossy(&e.name);
             check_name(&e.name).map_err(|err| fail(err.to_string()))?;
             if i > 0 && self.entries[i - 1].name >= e.name {
-                return Err(fail(format!("entry {shown:?} is out of order or duplicated")));
+                return Err(fail(format!(
+                    "entry {shown:?} is out of order or duplicated"
+                )));
             }
             let m = &e.meta;
             if m.mode & !MODE_MASK != 0 {
-                return Err(fail(format!("entry {shown:?} has mode bits {:o} beyond 7777", m.mode)));
+                return Err(fail(format!(
+                    "entry {shown:?} has mode bits {:o} beyond 7777",
+                    m.mode
+                )));
             }
             if m.mtime_nsec >= 1_000_000_000 {
-                return Err(fail(format!("entry {shown:?} has mtime nanoseconds {}", m.mtime_nsec)));
+                return Err(fail(format!(
+                    "entry {shown:?} has mtime nanoseconds {}",
+                    m.mtime_nsec
+                )));
             }
             for (j, (k, v)) in m.xattrs.iter().enumerate() {
                 if k.is_empty() || k.len() > MAX_XATTR_NAME_LEN || k.contains(&0) {
                     return Err(fail(format!("entry {shown:?} has an invalid xattr name")));
                 }
                 if v.len() > MAX_XATTR_VALUE_LEN {
-                    return Err(fail(format!("entry {shown:?} has an xattr value over 64 KiB")));
+                    return Err(fail(format!(
+                        "entry {shown:?} has an xattr value over 64 KiB"
+                    )));
                 }
                 if j > 0 && m.xattrs[j - 1].0 >= *k {
-                    return Err(fail(format!("entry {shown:?} has unsorted or duplicate xattrs")));
+                    return Err(fail(format!(
+                        "entry {shown:?} has unsorted or duplicate xattrs"
+                    )));
                 }
             }
             match &e.kind {
-                EntryKind::Symlink { target } => {
-                    if target.is_empty() || target.len() > MAX_TARGET_LEN || target.contains(&0) {
-                        return Err(fail(format!("symlink {shown:?} has an invalid target")));
-                    }
+                EntryKind::Symlink { target }
+                    if target.is_empty()
+                        || target.len() > MAX_TARGET_LEN
+                        || target.contains(&0) =>
+                {
+                    return Err(fail(format!("symlink {shown:?} has an invalid target")));
                 }
                 EntryKind::Hardlink { target } => {
                     check_link_path(target)
@@ -407,7 +424,10 @@ impl<'a> Reader<'a> {
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], TreeFormatError> {
         if self.remaining() < n {
-            return Err(self.fail(format!("truncated: need {n} bytes, {} left", self.remaining())));
+            return Err(self.fail(format!(
+                "truncated: need {n} bytes, {} left",
+                self.remaining()
+            )));
         }
         let s = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
@@ -417,10 +437,14 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, TreeFormatError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32, TreeFormatError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn id(&mut self) -> Result<Id, TreeFormatError> {
         Ok(Id(self.take(32)?.try_into().expect("32 bytes")))
@@ -444,8 +468,9 @@ mod tests {
             any::<[u8; 32]>().prop_map(|b| EntryKind::Dir { tree: Id(b) }),
             proptest::collection::vec(1u8..=255, 1..50)
                 .prop_map(|target| EntryKind::Symlink { target }),
-            proptest::collection::vec(arb_name(), 1..4)
-                .prop_map(|segs| EntryKind::Hardlink { target: segs.join(&b'/') }),
+            proptest::collection::vec(arb_name(), 1..4).prop_map(|segs| EntryKind::Hardlink {
+                target: segs.join(&b'/')
+            }),
             (any::<u32>(), any::<u32>())
                 .prop_map(|(major, minor)| EntryKind::CharDevice { major, minor }),
             (any::<u32>(), any::<u32>())
@@ -478,14 +503,14 @@ mod tests {
     }
 
     fn arb_tree() -> impl Strategy<Value = Tree> {
-        proptest::collection::btree_map(arb_name(), (arb_meta(), arb_kind()), 0..12).prop_map(
-            |m| Tree {
+        proptest::collection::btree_map(arb_name(), (arb_meta(), arb_kind()), 0..12).prop_map(|m| {
+            Tree {
                 entries: m
                     .into_iter()
                     .map(|(name, (meta, kind))| Entry { name, meta, kind })
                     .collect(),
-            },
-        )
+            }
+        })
     }
 
     proptest! {
@@ -553,11 +578,14 @@ mod tests {
         assert_eq!(bytes.len(), 11 + 4 + 2 + 5 + 1 + 4 * 3 + 8 + 4 + 4 + 8 + 32);
         assert_eq!(
             hex::encode(&bytes[..23]),
-            "636169726e2d7472656501010000000500" .to_string() + "68656c6c6f01"
+            "636169726e2d7472656501010000000500".to_string() + "68656c6c6f01"
         );
         assert_eq!(
             Id::of(&bytes).to_string(),
-            Tree::decode(&bytes).map(|t| Id::of(&t.encode().unwrap())).unwrap().to_string()
+            Tree::decode(&bytes)
+                .map(|t| Id::of(&t.encode().unwrap()))
+                .unwrap()
+                .to_string()
         );
     }
 }

@@ -95,18 +95,32 @@ impl Store {
                 let (k, v) = item.map_err(self.index.db())?;
                 match serde_json::from_slice::<KeyRecord>(v.value()) {
                     Ok(r) => keys.push(r),
-                    Err(e) => return Err(Error::UnknownKey(format!("{} (unreadable record: {e})", k.value()))),
+                    Err(e) => {
+                        return Err(Error::UnknownKey(format!(
+                            "{} (unreadable record: {e})",
+                            k.value()
+                        )));
+                    }
                 }
             }
             Ok((blob_rows, tree_rows, keys))
         })?;
 
         let root_list: Vec<(String, Root)> = if roots.is_empty() {
-            keys.iter().map(|r| (format!("key {}", r.key), r.root)).collect()
+            keys.iter()
+                .map(|r| (format!("key {}", r.key), r.root))
+                .collect()
         } else {
-            roots.iter().map(|r| (format!("root {}", r.id()), *r)).collect()
+            roots
+                .iter()
+                .map(|r| (format!("root {}", r.id()), *r))
+                .collect()
         };
-        report.keys = if roots.is_empty() { keys.len() as u64 } else { 0 };
+        report.keys = if roots.is_empty() {
+            keys.len() as u64
+        } else {
+            0
+        };
 
         // Trees: all of them for a full verify, else those reachable from the roots.
         let mut decoded: HashMap<Id, Tree> = HashMap::new();
@@ -171,7 +185,9 @@ impl Store {
                 match &e.kind {
                     EntryKind::File { size, blob } => {
                         if blob_rows.contains_key(blob) {
-                            want_blobs.entry(*blob).or_insert((Some(*size), who.clone()));
+                            want_blobs
+                                .entry(*blob)
+                                .or_insert((Some(*size), who.clone()));
                         } else {
                             problems.push(Problem {
                                 fault: Fault::Missing,
@@ -199,8 +215,10 @@ impl Store {
         }
 
         // Blobs: re-hash each in parallel.
-        let mut todo: Vec<(Id, Option<u64>, String)> =
-            want_blobs.into_iter().map(|(id, (s, who))| (id, s, who)).collect();
+        let mut todo: Vec<(Id, Option<u64>, String)> = want_blobs
+            .into_iter()
+            .map(|(id, (s, who))| (id, s, who))
+            .collect();
         todo.sort_by_key(|t| t.0);
         progress.start("verifying", todo.len() as u64);
         let results: Vec<(Result<u64, BlobError>, Id, String)> = todo

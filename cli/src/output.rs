@@ -1,0 +1,288 @@
+//! Printing results: plain text for people, `--json` for machines (shapes in docs/cli.md).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::Result;
+use cairn_store::{
+    Added, EntryKind, GcReport, KeyRecord, LogEntry, MaterializeStats, Root, Store, Totals,
+    VerifyReport,
+};
+use serde::Serialize;
+use serde_json::json;
+
+/// Where results go: stdout, as text or JSON.
+pub struct Out {
+    pub json: bool,
+}
+
+fn print_json(v: &impl Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// One line of a tree listing.
+#[derive(Serialize)]
+struct Listed {
+    path: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    mode: String,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    size: Option<u64>,
+    id: Option<String>,
+    target: Option<String>,
+}
+
+impl Out {
+    pub fn put(&self, added: &Added, rec: Option<&KeyRecord>) -> Result<()> {
+        if self.json {
+            return print_json(&json!({
+                "key": rec.map(|r| r.key.as_str()),
+                "root": added.root,
+                "size": added.totals.size,
+                "files": added.totals.files,
+                "new_blobs": added.new_blobs,
+                "new_bytes": added.new_bytes,
+            }));
+        }
+        tracing::info!(
+            "{} files, {} bytes; {} new blobs ({} bytes on disk)",
+            added.totals.files,
+            added.totals.size,
+            added.new_blobs,
+            added.new_bytes
+        );
+        println!("{}", added.root.id());
+        Ok(())
+    }
+
+    pub fn hash(&self, root: &Root, totals: &Totals) -> Result<()> {
+        if self.json {
+            return print_json(&json!({"root": root, "size": totals.size, "files": totals.files}));
+        }
+        println!("{}", root.id());
+        Ok(())
+    }
+
+    pub fn get(&self, root: &Root, dest: &Path, s: &MaterializeStats) -> Result<()> {
+        if self.json {
+            return print_json(&json!({
+                "root": root,
+                "dest": dest.display().to_string(),
+                "stats": s,
+            }));
+        }
+        tracing::info!(
+            "{}: {} files, {} dirs, {} symlinks, {} bytes",
+            dest.display(),
+            s.files,
+            s.dirs,
+            s.symlinks,
+            s.bytes
+        );
+        Ok(())
+    }
+
+    pub fn export(&self, root: &Root, output: &Path, entries: u64) -> Result<()> {
+        if self.json {
+            return print_json(&json!({
+                "root": root,
+                "output": output.display().to_string(),
+                "entries": entries,
+            }));
+        }
+        tracing::info!("{}: {entries} entries", output.display());
+        Ok(())
+    }
+
+    pub fn ls(&self, recs: &[KeyRecord]) -> Result<()> {
+        if self.json {
+            return print_json(&recs);
+        }
+        for r in recs {
+            println!("{}\t{}\t{}\t{}", r.key, r.root.id(), r.size, r.files);
+        }
+        Ok(())
+    }
+
+    pub fn record(&self, r: &KeyRecord) -> Result<()> {
+        if self.json {
+            return print_json(r);
+        }
+        println!("key:     {}", r.key);
+        match r.root {
+            Root::Tree { id } => println!("root:    {id} (tree)"),
+            Root::File { id, executable } => println!(
+                "root:    {id} ({} file)",
+                if executable { "executable" } else { "regular" }
+            ),
+        }
+        println!("created: {}", r.created);
+        println!("size:    {}", r.size);
+        println!("files:   {}", r.files);
+        for (k, v) in &r.labels {
+            println!("label:   {k}={v}");
+        }
+        Ok(())
+    }
+
+    pub fn tree_listing(&self, store: &Store, root: &Root, recursive: bool) -> Result<()> {
+        let mut rows = Vec::new();
+        match root {
+            Root::File { id, executable } => rows.push(Listed {
+                path: String::new(),
+                kind: "file",
+                mode: if *executable { "0755" } else { "0644" }.into(),
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                size: None,
+                id: Some(id.to_string()),
+                target: None,
+            }),
+            Root::Tree { id } => {
+                let closure = store.closure(root)?;
+                list(&closure, *id, "", recursive, &mut rows);
+            }
+        }
+        if self.json {
+            return print_json(&rows);
+        }
+        for r in rows {
+            let tail = r.target.map(|t| format!(" -> {t}")).unwrap_or_default();
+            println!(
+                "{:<8} {} {:>5}:{:<5} {:>12} {} {}{}",
+                r.kind,
+                r.mode,
+                r.uid,
+                r.gid,
+                r.size.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                r.id.unwrap_or_else(|| "-".into()),
+                r.path,
+                tail
+            );
+        }
+        Ok(())
+    }
+
+    pub fn log(&self, entries: &[LogEntry]) -> Result<()> {
+        if self.json {
+            return print_json(&entries);
+        }
+        for e in entries {
+            let root = e
+                .root
+                .map(|r| r.id().to_string())
+                .unwrap_or_else(|| "-".into());
+            let prev = e
+                .previous
+                .map(|r| format!(" (was {})", r.id()))
+                .unwrap_or_default();
+            println!("{}\t{:?}\t{root}{prev}", e.time, e.action);
+        }
+        Ok(())
+    }
+
+    pub fn removed(&self, r: &KeyRecord) -> Result<()> {
+        if self.json {
+            return print_json(r);
+        }
+        tracing::info!("unbound {} (was {})", r.key, r.root.id());
+        Ok(())
+    }
+
+    pub fn verify(&self, r: &VerifyReport) -> Result<()> {
+        if self.json {
+            return print_json(&json!({
+                "clean": r.is_clean(),
+                "blobs": r.blobs,
+                "bytes": r.bytes,
+                "trees": r.trees,
+                "keys": r.keys,
+                "problems": r.problems,
+            }));
+        }
+        for p in &r.problems {
+            println!("{:?} {} {}: {}", p.fault, p.object, p.id, p.detail);
+        }
+        eprintln!(
+            "verified {} blobs ({} bytes), {} trees, {} keys: {}",
+            r.blobs,
+            r.bytes,
+            r.trees,
+            r.keys,
+            if r.is_clean() {
+                "clean".to_string()
+            } else {
+                format!("{} problems", r.problems.len())
+            }
+        );
+        Ok(())
+    }
+
+    pub fn gc(&self, r: &GcReport) -> Result<()> {
+        if self.json {
+            return print_json(r);
+        }
+        println!(
+            "{} {} trees, {} blobs, {} orphan files, {} temp files; {} bytes {}; {} objects kept",
+            if r.dry_run { "would delete" } else { "deleted" },
+            r.trees,
+            r.blobs,
+            r.orphan_files,
+            r.temp_files,
+            r.bytes_freed,
+            if r.dry_run { "to free" } else { "freed" },
+            r.kept
+        );
+        Ok(())
+    }
+}
+
+fn list(
+    closure: &cairn_store::Closure,
+    id: cairn_store::Id,
+    prefix: &str,
+    recursive: bool,
+    rows: &mut Vec<Listed>,
+) {
+    let Some(tree) = closure.trees.get(&id) else {
+        return;
+    };
+    for e in &tree.entries {
+        let path = format!(
+            "{prefix}{}",
+            String::from_utf8_lossy(std::ffi::OsStr::from_bytes(&e.name).as_bytes())
+        );
+        let (size, oid, target) = match &e.kind {
+            EntryKind::File { size, blob } => (Some(*size), Some(blob.to_string()), None),
+            EntryKind::Dir { tree } => (None, Some(tree.to_string()), None),
+            EntryKind::Symlink { target } | EntryKind::Hardlink { target } => (
+                None,
+                None,
+                Some(String::from_utf8_lossy(target).into_owned()),
+            ),
+            EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
+                (None, None, Some(format!("{major}:{minor}")))
+            }
+            EntryKind::Fifo => (None, None, None),
+        };
+        rows.push(Listed {
+            path: path.clone(),
+            kind: e.kind.type_name(),
+            mode: format!("{:04o}", e.meta.mode),
+            uid: e.meta.uid,
+            gid: e.meta.gid,
+            mtime: e.meta.mtime,
+            size,
+            id: oid,
+            target,
+        });
+        if recursive && let EntryKind::Dir { tree } = &e.kind {
+            list(closure, *tree, &format!("{path}/"), true, rows);
+        }
+    }
+}
