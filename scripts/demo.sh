@@ -11,7 +11,7 @@ say() { printf '\n== %s\n' "$*"; }
 
 say "building cairn (release)"
 cargo build --release --locked -p cairn
-CAIRN=$PWD/target/release/cairn
+CAIRN=$(realpath "${CARGO_TARGET_DIR:-target}")/release/cairn
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
