@@ -159,7 +159,7 @@ pub(crate) fn ingest(
         let node = match etype {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let want = entry.size();
-                let s = store.blobs.write_stream(&mut entry, archive)?;
+                let s = store.blobs.write_stream(&mut entry, want, archive)?;
                 if s.size != want {
                     return Err(bad(format!("truncated: {} of {want} bytes", s.size)));
                 }

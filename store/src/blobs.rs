@@ -18,8 +18,18 @@ pub const PROBE_LEN: usize = 128 * 1024;
 /// Compression must shrink the probe to at most this many tenths of its size to be used.
 pub const COMPRESS_IF_AT_MOST_TENTHS: usize = 9;
 
+/// zstd level of the compression probe (capped by the store's level).
+pub const PROBE_LEVEL: i32 = 3;
+
 /// Files at least this large are compressed with zstd's worker threads as well.
 pub const MULTITHREAD_COMPRESS_MIN: u64 = 32 * 1024 * 1024;
+
+/// Blobs up to this size are compressed and decompressed whole in memory, with a per-thread
+/// reusable zstd context; larger ones stream.
+pub const SMALL_BLOB_MAX: u64 = 1024 * 1024;
+
+/// Below this size compression is never tried (a zstd frame's overhead would eat any gain).
+const MIN_COMPRESS_LEN: usize = 64;
 
 /// Size of the copy buffer for streaming blobs in and out.
 const IO_BUF_LEN: usize = 256 * 1024;
@@ -167,11 +177,72 @@ impl BlobDir {
 
     /// Stores whatever `reader` yields (for example an archive member) and returns its id.
     /// `origin` names the source in errors.
-    pub fn write_stream(&self, reader: impl Read, origin: &Path) -> Result<StoredBlob, BlobError> {
-        self.write_reader(reader, 0, origin)
+    /// `size_hint` is the expected length (0 if unknown); it only picks the strategy.
+    pub fn write_stream(
+        &self,
+        reader: impl Read,
+        size_hint: u64,
+        origin: &Path,
+    ) -> Result<StoredBlob, BlobError> {
+        self.write_reader(reader, size_hint, origin)
     }
 
     fn write_reader(
+        &self,
+        mut reader: impl Read,
+        size_hint: u64,
+        origin: &Path,
+    ) -> Result<StoredBlob, BlobError> {
+        if size_hint > 0 && size_hint <= SMALL_BLOB_MAX {
+            let mut buf = Vec::with_capacity(size_hint as usize + 1);
+            (&mut reader)
+                .take(SMALL_BLOB_MAX + 1)
+                .read_to_end(&mut buf)
+                .map_err(io_at(origin))?;
+            if buf.len() as u64 <= SMALL_BLOB_MAX {
+                return self.write_small(buf);
+            }
+            // It grew past the small limit while we read it: stream what we have and the rest.
+            return self.write_streaming(io::Cursor::new(buf).chain(reader), size_hint, origin);
+        }
+        self.write_streaming(reader, size_hint, origin)
+    }
+
+    /// Stores a blob held in memory: one compression with a reused context, one write.
+    fn write_small(&self, content: Vec<u8>) -> Result<StoredBlob, BlobError> {
+        let id = Id::of(&content);
+        let size = content.len() as u64;
+        let probe_len = content.len().min(PROBE_LEN);
+        let (encoding, bytes) = match self.probe(&content[..probe_len]) {
+            // The probe was the whole blob at the store's level: reuse its output.
+            Some(c) if probe_len == content.len() && self.level <= PROBE_LEVEL => {
+                (Encoding::Zstd, c)
+            }
+            Some(_) => {
+                let c = compress(&content, self.level).map_err(io_at(&self.tmp))?;
+                (Encoding::Zstd, c)
+            }
+            None => (Encoding::Raw, content),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&self.tmp)
+            .map_err(io_at(&self.tmp))?;
+        tmp.write_all(&bytes).map_err(io_at(tmp.path()))?;
+        let dest = self.path(&id, encoding);
+        tmp.persist(&dest).map_err(|e| BlobError::Io {
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        Ok(StoredBlob {
+            id,
+            size,
+            stored_size: bytes.len() as u64,
+            encoding,
+        })
+    }
+
+    fn write_streaming(
         &self,
         mut reader: impl Read,
         size_hint: u64,
@@ -182,7 +253,7 @@ impl BlobDir {
             .take(PROBE_LEN as u64)
             .read_to_end(&mut probe)
             .map_err(io_at(origin))?;
-        let encoding = if self.compression_pays(&probe) {
+        let encoding = if self.probe(&probe).is_some() {
             Encoding::Zstd
         } else {
             Encoding::Raw
@@ -239,14 +310,16 @@ impl BlobDir {
         })
     }
 
-    fn compression_pays(&self, probe: &[u8]) -> bool {
-        if probe.len() < 64 {
-            return false;
+    /// Decides whether compression pays for a blob that starts with `probe` (its first
+    /// [`PROBE_LEN`] bytes, or all of it): compresses the probe at [`PROBE_LEVEL`] (or the
+    /// store's level, if lower) and returns the compressed probe if it pays. The decision depends
+    /// only on the bytes, so every writer of a blob picks the same encoding.
+    fn probe(&self, probe: &[u8]) -> Option<Vec<u8>> {
+        if probe.len() < MIN_COMPRESS_LEN {
+            return None;
         }
-        match zstd::bulk::compress(probe, self.level.min(3)) {
-            Ok(c) => c.len() * 10 <= probe.len() * COMPRESS_IF_AT_MOST_TENTHS,
-            Err(_) => false,
-        }
+        let c = compress(probe, self.level.min(PROBE_LEVEL)).ok()?;
+        (c.len() * 10 <= probe.len() * COMPRESS_IF_AT_MOST_TENTHS).then_some(c)
     }
 
     /// Finds the file holding `id`, and its encoding.
@@ -300,6 +373,12 @@ impl BlobDir {
         expect_size: Option<u64>,
         sink: &mut dyn Write,
     ) -> Result<u64, BlobError> {
+        if let Some(size) = expect_size.filter(|s| *s <= SMALL_BLOB_MAX) {
+            let content = self.read_small(id, size)?;
+            sink.write_all(&content)
+                .map_err(|source| BlobError::Sink { id: *id, source })?;
+            return Ok(size);
+        }
         let mut reader = self.open_verified(id, expect_size)?;
         let mut buf = vec![0u8; IO_BUF_LEN];
         loop {
@@ -311,6 +390,43 @@ impl BlobDir {
             sink.write_all(&buf[..n])
                 .map_err(|source| BlobError::Sink { id: *id, source })?;
         }
+    }
+
+    /// Reads and checks a blob of known small `size` whole, with a reused zstd context.
+    fn read_small(&self, id: &Id, size: u64) -> Result<Vec<u8>, BlobError> {
+        let (mut file, enc, path) = self.locate(id)?;
+        let corrupt = |reason: String| BlobError::Corrupt { id: *id, reason };
+        let mut raw = Vec::with_capacity(size as usize + 1);
+        // Never read more than a valid encoding of `size` bytes could take.
+        let limit = zstd::zstd_safe::compress_bound(size as usize) as u64 + 1;
+        (&mut file)
+            .take(limit.max(size + 1))
+            .read_to_end(&mut raw)
+            .map_err(io_at(&path))?;
+        let content = match enc {
+            Encoding::Raw => raw,
+            Encoding::Zstd => DECOMPRESSOR
+                .with(|d| {
+                    let mut d = d.borrow_mut();
+                    let d = match &mut *d {
+                        Some(d) => d,
+                        None => d.insert(zstd::bulk::Decompressor::new()?),
+                    };
+                    d.decompress(&raw, size as usize)
+                })
+                .map_err(|e| corrupt(format!("does not decompress to {size} bytes: {e}")))?,
+        };
+        if content.len() as u64 != size {
+            return Err(corrupt(format!(
+                "{} bytes where {size} were recorded",
+                content.len()
+            )));
+        }
+        let got = Id::of(&content);
+        if got != *id {
+            return Err(corrupt(format!("content hashes to {got}")));
+        }
+        Ok(content)
     }
 
     /// Makes every blob written so far durable: one `syncfs` of the store's filesystem.
@@ -435,6 +551,31 @@ impl Read for VerifiedReader {
     }
 }
 
+thread_local! {
+    /// One zstd compression context per thread and level, reused across blobs (creating a
+    /// context costs more than compressing a small file).
+    static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    /// One zstd decompression context per thread.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses `data` into one zstd frame at `level`, with this thread's context for that level.
+fn compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    COMPRESSORS.with(|c| {
+        let mut c = c.borrow_mut();
+        let i = match c.iter().position(|(l, _)| *l == level) {
+            Some(i) => i,
+            None => {
+                c.push((level, zstd::bulk::Compressor::new(level)?));
+                c.len() - 1
+            }
+        };
+        c[i].1.compress(data)
+    })
+}
+
 /// Hashes the file at `path` without storing it; returns its id and length.
 pub fn hash_file(path: &Path) -> io::Result<(Id, u64)> {
     /// Below this size a plain read beats setting up a memory map.
@@ -466,7 +607,7 @@ mod tests {
     fn stores_compressible_and_random_and_reads_back() {
         let (_t, b) = dir();
         let text = b"hello world ".repeat(10_000);
-        let s = b.write_stream(&text[..], Path::new("text")).unwrap();
+        let s = b.write_stream(&text[..], 0, Path::new("text")).unwrap();
         assert_eq!(s.encoding, Encoding::Zstd);
         assert_eq!(s.id, Id::of(&text));
         let mut out = Vec::new();
@@ -483,7 +624,7 @@ mod tests {
                 (x >> 24) as u8
             })
             .collect();
-        let s = b.write_stream(&noise[..], Path::new("noise")).unwrap();
+        let s = b.write_stream(&noise[..], 0, Path::new("noise")).unwrap();
         assert_eq!(s.encoding, Encoding::Raw);
         let mut out = Vec::new();
         b.read_verified(&s.id, None, &mut out).unwrap();
@@ -491,14 +632,62 @@ mod tests {
     }
 
     #[test]
+    fn small_and_streamed_writes_agree() {
+        let (_t, b) = dir();
+        for len in [0usize, 10, 100, 5000, 200_000, 2_000_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 / 3).collect();
+            let small = b
+                .write_stream(&data[..], len as u64, Path::new("s"))
+                .unwrap();
+            let streamed = b.write_stream(&data[..], 0, Path::new("s")).unwrap();
+            assert_eq!(small.id, streamed.id);
+            assert_eq!(small.encoding, streamed.encoding, "len {len}");
+            assert_eq!(small.id, Id::of(&data));
+            let mut out = Vec::new();
+            b.read_verified(&small.id, Some(len as u64), &mut out)
+                .unwrap();
+            assert_eq!(out, data);
+            // A wrong recorded size is corruption, on both read paths.
+            assert!(
+                b.read_verified(&small.id, Some(len as u64 + 1), &mut io::sink())
+                    .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt_zstd_small_blob_is_detected() {
+        let (_t, b) = dir();
+        let text = b"abcabcabc".repeat(1000);
+        let s = b
+            .write_stream(&text[..], text.len() as u64, Path::new("t"))
+            .unwrap();
+        assert_eq!(s.encoding, Encoding::Zstd);
+        let p = b.path(&s.id, s.encoding);
+        let mut bytes = fs::read(&p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        fs::write(&p, &bytes).unwrap();
+        let err = b
+            .read_verified(&s.id, Some(text.len() as u64), &mut io::sink())
+            .unwrap_err();
+        assert!(matches!(err, BlobError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
     fn detects_corruption_and_absence() {
         let (_t, b) = dir();
         let s = b
-            .write_stream(&b"some content here"[..], Path::new("x"))
+            .write_stream(&b"some content here"[..], 17, Path::new("x"))
             .unwrap();
         let p = b.path(&s.id, s.encoding);
         fs::write(&p, b"some content HERE").unwrap();
         let err = b.read_verified(&s.id, None, &mut io::sink()).unwrap_err();
+        assert!(matches!(err, BlobError::Corrupt { .. }), "{err}");
+        // The small-blob path (size known) catches it too.
+        let err = b
+            .read_verified(&s.id, Some(17), &mut io::sink())
+            .unwrap_err();
         assert!(matches!(err, BlobError::Corrupt { .. }), "{err}");
         fs::remove_file(&p).unwrap();
         let err = b.read_verified(&s.id, None, &mut io::sink()).unwrap_err();
