@@ -1,7 +1,9 @@
 //! Archive ingest: a tar (plain, gzip or zstd, detected by magic bytes) into trees and blobs.
 //!
-//! Member contents are stored as they stream past. Names are checked before anything is
-//! recorded: absolute names, `..` components and names that are not valid entry names are
+//! Member contents are written to temp files as they stream past; once the whole archive has
+//! parsed, one index lookup finds which blobs the store already has (those temp files are
+//! dropped: a present blob is never rewritten) and the rest are renamed into place. Names are
+//! checked before anything is recorded: absolute names, `..` components and names that are not valid entry names are
 //! errors that name the entry, as is an archive that ends without its end-of-archive marker.
 
 use std::cell::Cell;
@@ -10,8 +12,11 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::rc::Rc;
 
-use crate::blobs::StoredBlob;
+use std::collections::HashMap;
+
+use crate::blobs::{PendingBlob, StoredBlob};
 use crate::error::{Error, Result};
+use crate::id::Id;
 use crate::ingest::{self, Built, Content, IngestOptions, Node, normal_mode};
 use crate::store::Store;
 use crate::tree::{EntryKind, Meta, check_name};
@@ -93,7 +98,7 @@ pub(crate) fn ingest(
         meta: normal_dir_meta(opts),
         children: Vec::new(),
     };
-    let mut stored = Vec::new();
+    let mut pending: HashMap<Id, PendingBlob> = HashMap::new();
     let mut next_group = 0u64;
     let malformed = |entry: Option<String>, reason: String| Error::Archive {
         archive: archive.to_path_buf(),
@@ -159,17 +164,15 @@ pub(crate) fn ingest(
         let node = match etype {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let want = entry.size();
-                let s = store.blobs.write_stream(&mut entry, want, archive)?;
-                if s.size != want {
-                    return Err(bad(format!("truncated: {} of {want} bytes", s.size)));
+                let p = store.blobs.write_stream(&mut entry, want, archive)?;
+                let (id, size) = (p.blob.id, p.blob.size);
+                if size != want {
+                    return Err(bad(format!("truncated: {size} of {want} bytes")));
                 }
-                stored.push(s);
+                pending.entry(id).or_insert(p);
                 Node::File {
                     meta,
-                    content: Content::Stored {
-                        id: s.id,
-                        size: s.size,
-                    },
+                    content: Content::Stored { id, size },
                     link_group: None,
                 }
             }
@@ -247,6 +250,13 @@ pub(crate) fn ingest(
             "truncated: the archive ends without an end-of-archive marker".into(),
         ));
     }
+    let ids: Vec<Id> = pending.keys().copied().collect();
+    let present = store.present_blobs(&ids)?;
+    let stored = pending
+        .into_values()
+        .filter(|p| !present.contains(&p.blob.id))
+        .map(|p| p.persist(&store.blobs))
+        .collect::<Result<Vec<_>, _>>()?;
     if !stored.is_empty() {
         store.blobs.sync().map_err(Error::io(store.blobs.root()))?;
     }

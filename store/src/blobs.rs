@@ -116,6 +116,26 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BlobError + '_ {
     }
 }
 
+/// A blob written to a temp file but not yet in place. Dropping it deletes the temp file.
+#[derive(Debug)]
+pub struct PendingBlob {
+    /// What it holds.
+    pub blob: StoredBlob,
+    temp: tempfile::TempPath,
+}
+
+impl PendingBlob {
+    /// Renames the blob into place in `dir`. Not yet durable: see [`BlobDir::sync`].
+    pub fn persist(self, dir: &BlobDir) -> Result<StoredBlob, BlobError> {
+        let dest = dir.path(&self.blob.id, self.blob.encoding);
+        self.temp.persist(&dest).map_err(|e| BlobError::Io {
+            path: dest,
+            source: e.error,
+        })?;
+        Ok(self.blob)
+    }
+}
+
 /// The blob directory of a store and its temporary directory (on the same filesystem).
 #[derive(Clone, Debug)]
 pub struct BlobDir {
@@ -164,26 +184,26 @@ impl BlobDir {
     pub fn write_file(&self, src: &Path, expect: Id) -> Result<StoredBlob, BlobError> {
         let file = File::open(src).map_err(io_at(src))?;
         let len = file.metadata().map_err(io_at(src))?.len();
-        let stored = self.write_reader(file, len, src)?;
-        // The bytes went in under the id they really hash to, so a mismatch leaves a valid
-        // (unreferenced) blob for gc, never a wrong one.
-        if stored.id != expect {
+        let pending = self.write_reader(file, len, src)?;
+        if pending.blob.id != expect {
+            // Dropping the pending blob deletes its temp file.
             return Err(BlobError::Changed {
                 path: src.to_path_buf(),
             });
         }
-        Ok(stored)
+        pending.persist(self)
     }
 
-    /// Stores whatever `reader` yields (for example an archive member) and returns its id.
-    /// `origin` names the source in errors.
+    /// Writes whatever `reader` yields (for example an archive member) to a temp file and
+    /// returns it as a [`PendingBlob`]: the caller persists it, or drops it if the store already
+    /// has that blob (a present blob is never rewritten). `origin` names the source in errors.
     /// `size_hint` is the expected length (0 if unknown); it only picks the strategy.
     pub fn write_stream(
         &self,
         reader: impl Read,
         size_hint: u64,
         origin: &Path,
-    ) -> Result<StoredBlob, BlobError> {
+    ) -> Result<PendingBlob, BlobError> {
         self.write_reader(reader, size_hint, origin)
     }
 
@@ -192,7 +212,7 @@ impl BlobDir {
         mut reader: impl Read,
         size_hint: u64,
         origin: &Path,
-    ) -> Result<StoredBlob, BlobError> {
+    ) -> Result<PendingBlob, BlobError> {
         if size_hint > 0 && size_hint <= SMALL_BLOB_MAX {
             let mut buf = Vec::with_capacity(size_hint as usize + 1);
             (&mut reader)
@@ -209,7 +229,7 @@ impl BlobDir {
     }
 
     /// Stores a blob held in memory: one compression with a reused context, one write.
-    fn write_small(&self, content: Vec<u8>) -> Result<StoredBlob, BlobError> {
+    fn write_small(&self, content: Vec<u8>) -> Result<PendingBlob, BlobError> {
         let id = Id::of(&content);
         let size = content.len() as u64;
         let probe_len = content.len().min(PROBE_LEN);
@@ -229,16 +249,14 @@ impl BlobDir {
             .tempfile_in(&self.tmp)
             .map_err(io_at(&self.tmp))?;
         tmp.write_all(&bytes).map_err(io_at(tmp.path()))?;
-        let dest = self.path(&id, encoding);
-        tmp.persist(&dest).map_err(|e| BlobError::Io {
-            path: dest.clone(),
-            source: e.error,
-        })?;
-        Ok(StoredBlob {
-            id,
-            size,
-            stored_size: bytes.len() as u64,
-            encoding,
+        Ok(PendingBlob {
+            blob: StoredBlob {
+                id,
+                size,
+                stored_size: bytes.len() as u64,
+                encoding,
+            },
+            temp: tmp.into_temp_path(),
         })
     }
 
@@ -247,7 +265,7 @@ impl BlobDir {
         mut reader: impl Read,
         size_hint: u64,
         origin: &Path,
-    ) -> Result<StoredBlob, BlobError> {
+    ) -> Result<PendingBlob, BlobError> {
         let mut probe = Vec::with_capacity(PROBE_LEN.min(size_hint as usize + 1));
         (&mut reader)
             .take(PROBE_LEN as u64)
@@ -297,16 +315,14 @@ impl BlobDir {
         }
         let id = Id::from_hash(hasher.finalize());
         let stored_size = tmp.as_file().metadata().map_err(io_at(tmp.path()))?.len();
-        let dest = self.path(&id, encoding);
-        tmp.persist(&dest).map_err(|e| BlobError::Io {
-            path: dest.clone(),
-            source: e.error,
-        })?;
-        Ok(StoredBlob {
-            id,
-            size,
-            stored_size,
-            encoding,
+        Ok(PendingBlob {
+            blob: StoredBlob {
+                id,
+                size,
+                stored_size,
+                encoding,
+            },
+            temp: tmp.into_temp_path(),
         })
     }
 
@@ -607,7 +623,11 @@ mod tests {
     fn stores_compressible_and_random_and_reads_back() {
         let (_t, b) = dir();
         let text = b"hello world ".repeat(10_000);
-        let s = b.write_stream(&text[..], 0, Path::new("text")).unwrap();
+        let s = b
+            .write_stream(&text[..], 0, Path::new("text"))
+            .unwrap()
+            .persist(&b)
+            .unwrap();
         assert_eq!(s.encoding, Encoding::Zstd);
         assert_eq!(s.id, Id::of(&text));
         let mut out = Vec::new();
@@ -624,7 +644,11 @@ mod tests {
                 (x >> 24) as u8
             })
             .collect();
-        let s = b.write_stream(&noise[..], 0, Path::new("noise")).unwrap();
+        let s = b
+            .write_stream(&noise[..], 0, Path::new("noise"))
+            .unwrap()
+            .persist(&b)
+            .unwrap();
         assert_eq!(s.encoding, Encoding::Raw);
         let mut out = Vec::new();
         b.read_verified(&s.id, None, &mut out).unwrap();
@@ -638,8 +662,14 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 / 3).collect();
             let small = b
                 .write_stream(&data[..], len as u64, Path::new("s"))
+                .unwrap()
+                .persist(&b)
                 .unwrap();
-            let streamed = b.write_stream(&data[..], 0, Path::new("s")).unwrap();
+            let streamed = b
+                .write_stream(&data[..], 0, Path::new("s"))
+                .unwrap()
+                .persist(&b)
+                .unwrap();
             assert_eq!(small.id, streamed.id);
             assert_eq!(small.encoding, streamed.encoding, "len {len}");
             assert_eq!(small.id, Id::of(&data));
@@ -661,6 +691,8 @@ mod tests {
         let text = b"abcabcabc".repeat(1000);
         let s = b
             .write_stream(&text[..], text.len() as u64, Path::new("t"))
+            .unwrap()
+            .persist(&b)
             .unwrap();
         assert_eq!(s.encoding, Encoding::Zstd);
         let p = b.path(&s.id, s.encoding);
@@ -679,6 +711,8 @@ mod tests {
         let (_t, b) = dir();
         let s = b
             .write_stream(&b"some content here"[..], 17, Path::new("x"))
+            .unwrap()
+            .persist(&b)
             .unwrap();
         let p = b.path(&s.id, s.encoding);
         fs::write(&p, b"some content HERE").unwrap();
