@@ -408,6 +408,60 @@ impl BlobDir {
         }
     }
 
+    /// The stored bytes of a small blob and their encoding, after checking that they decode to
+    /// `size` bytes hashing to `id` (so a zstd-stored blob can be shipped without recompressing).
+    pub fn read_encoded(&self, id: &Id, size: u64) -> Result<(Encoding, Vec<u8>), BlobError> {
+        let (mut file, enc, path) = self.locate(id)?;
+        let mut raw = Vec::new();
+        file.read_to_end(&mut raw).map_err(io_at(&path))?;
+        let corrupt = |reason: String| BlobError::Corrupt { id: *id, reason };
+        let content_id = match enc {
+            Encoding::Raw => {
+                if raw.len() as u64 != size {
+                    return Err(corrupt(format!(
+                        "{} bytes where {size} were recorded",
+                        raw.len()
+                    )));
+                }
+                Id::of(&raw)
+            }
+            Encoding::Zstd => {
+                let content = decompress_exact(&raw, size)
+                    .map_err(|e| corrupt(format!("does not decompress to {size} bytes: {e}")))?;
+                Id::of(&content)
+            }
+        };
+        if content_id != *id {
+            return Err(corrupt(format!("content hashes to {content_id}")));
+        }
+        Ok((enc, raw))
+    }
+
+    /// Writes a blob whose content the caller has already checked against `id`, in the given
+    /// stored form, to a temp file.
+    pub fn write_encoded(
+        &self,
+        id: Id,
+        size: u64,
+        encoding: Encoding,
+        bytes: &[u8],
+    ) -> Result<PendingBlob, BlobError> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&self.tmp)
+            .map_err(io_at(&self.tmp))?;
+        tmp.write_all(bytes).map_err(io_at(tmp.path()))?;
+        Ok(PendingBlob {
+            blob: StoredBlob {
+                id,
+                size,
+                stored_size: bytes.len() as u64,
+                encoding,
+            },
+            temp: tmp.into_temp_path(),
+        })
+    }
+
     /// Reads and checks a blob of known small `size` whole, with a reused zstd context.
     fn read_small(&self, id: &Id, size: u64) -> Result<Vec<u8>, BlobError> {
         let (mut file, enc, path) = self.locate(id)?;
@@ -421,15 +475,7 @@ impl BlobDir {
             .map_err(io_at(&path))?;
         let content = match enc {
             Encoding::Raw => raw,
-            Encoding::Zstd => DECOMPRESSOR
-                .with(|d| {
-                    let mut d = d.borrow_mut();
-                    let d = match &mut *d {
-                        Some(d) => d,
-                        None => d.insert(zstd::bulk::Decompressor::new()?),
-                    };
-                    d.decompress(&raw, size as usize)
-                })
+            Encoding::Zstd => decompress_exact(&raw, size)
                 .map_err(|e| corrupt(format!("does not decompress to {size} bytes: {e}")))?,
         };
         if content.len() as u64 != size {
@@ -590,6 +636,30 @@ fn compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
         };
         c[i].1.compress(data)
     })
+}
+
+/// Decompresses one zstd frame that must hold at most `size` bytes, with this thread's context.
+pub fn decompress_exact(frame: &[u8], size: u64) -> io::Result<Vec<u8>> {
+    let out = DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        let d = match &mut *d {
+            Some(d) => d,
+            None => d.insert(zstd::bulk::Decompressor::new()?),
+        };
+        d.decompress(frame, size as usize)
+    })?;
+    if out.len() as u64 != size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} bytes where {size} were expected", out.len()),
+        ));
+    }
+    Ok(out)
+}
+
+/// Compresses `data` as the store would (one zstd frame at `level`), with this thread's context.
+pub fn compress_frame(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    compress(data, level)
 }
 
 /// Hashes the file at `path` without storing it; returns its id and length.

@@ -35,6 +35,7 @@ mod lock;
 mod materialize;
 mod progress;
 mod store;
+mod transfer;
 pub mod tree;
 mod verify;
 
@@ -45,10 +46,12 @@ pub use id::{ID_PREFIX, Id, IdParseError};
 pub use index::LAYOUT_VERSION;
 pub use ingest::{IngestOptions, Totals};
 pub use key::{Key, KeyError, KeyRecord, LogAction, LogEntry, MAX_KEY_LEN, Root};
+pub use lock::GcLock;
 pub use materialize::MaterializeStats;
 pub use progress::{NoProgress, Progress};
 pub use store::{
     Added, Closure, DEFAULT_COMPRESSION_LEVEL, DEFAULT_LOCK_TIMEOUT, Store, StoreOptions,
 };
+pub use transfer::{ClosureObjects, Import, ImportBlob};
 pub use tree::{Entry, EntryKind, Meta, Tree};
 pub use verify::{Fault, Problem, VerifyReport};

@@ -203,7 +203,7 @@ impl Store {
     }
 
     /// Which of `ids` the index records as present.
-    pub(crate) fn present_blobs(&self, ids: &[Id]) -> Result<HashSet<Id>> {
+    pub fn present_blobs(&self, ids: &[Id]) -> Result<HashSet<Id>> {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
@@ -289,6 +289,13 @@ impl Store {
             files: totals.files,
             labels,
         };
+        self.bind_record(txn, rec)
+    }
+
+    /// Writes `rec` as its key's record and logs the change. The caller has made sure that
+    /// everything the root reaches is recorded in this transaction or before it.
+    pub(crate) fn bind_record(&self, txn: &WriteTransaction, rec: KeyRecord) -> Result<KeyRecord> {
+        let key = &rec.key;
         let mut keys = txn.open_table(KEYS).map_err(self.index.db())?;
         let previous = keys
             .get(key.as_str())
@@ -304,13 +311,13 @@ impl Store {
             txn,
             key,
             LogEntry {
-                time: rec.created,
+                time: now(),
                 action: if previous.is_some() {
                     LogAction::Rebind
                 } else {
                     LogAction::Bind
                 },
-                root: Some(root),
+                root: Some(rec.root),
                 previous,
             },
         )?;
