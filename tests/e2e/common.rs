@@ -80,3 +80,184 @@ pub fn sample_tree(root: &Path) {
     std::os::unix::fs::symlink("../run.sh", root.join("a/link")).unwrap();
     std::fs::create_dir_all(root.join("empty")).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the bad-input, hostile-archive and feature tests.
+
+use std::collections::BTreeMap;
+
+/// Everything a user can observe about a store: its keys, the blob files on disk (by path, with
+/// the SHA-256 of their bytes), what the index records, and leftover temporary files.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StoreState {
+    pub keys: serde_json::Value,
+    pub blob_files: BTreeMap<String, String>,
+    pub indexed_blobs: u64,
+    pub indexed_trees: u64,
+    pub tmp_files: Vec<String>,
+}
+
+impl Env {
+    /// Runs cairn with `--json` and `args`, expects success, and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("cairn {all:?}: bad JSON {e}: {out}"))
+    }
+
+    /// Runs cairn with `args` and returns its exit code (panics if killed by a signal).
+    pub fn code(&self, args: &[&str]) -> i32 {
+        self.run(args)
+            .status
+            .code()
+            .unwrap_or_else(|| panic!("cairn {args:?} killed by a signal"))
+    }
+
+    /// The store's observable state; `verify` must find it clean.
+    pub fn state(&self) -> StoreState {
+        let keys = self.json(&["ls"]);
+        let v = self.json(&["verify"]);
+        assert_eq!(v["clean"], true, "store is not clean: {v}");
+        let tmp_files = match std::fs::read_dir(self.store().join("tmp")) {
+            Ok(rd) => {
+                let mut names: Vec<String> = rd
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                names
+            }
+            Err(_) => Vec::new(),
+        };
+        StoreState {
+            keys,
+            blob_files: files_under(&self.store().join("blobs")),
+            indexed_blobs: v["blobs"].as_u64().expect("blobs count"),
+            indexed_trees: v["trees"].as_u64().expect("trees count"),
+            tmp_files,
+        }
+    }
+
+    /// Runs cairn with `args` and expects it to be refused: exit status 1, one `cairn: error:`
+    /// line on stderr containing every one of `needles`, nothing on stdout, and the store
+    /// exactly as it was (keys, blob files, index, no temp files left, `verify` clean).
+    /// Returns the error line.
+    pub fn refused(&self, args: &[&str], needles: &[&str]) -> String {
+        let before = self.state();
+        let line = self.refusal(args, needles);
+        let after = self.state();
+        assert_eq!(before, after, "cairn {args:?} changed the store");
+        line
+    }
+
+    /// Like [`Env::refused`] without the store comparison, for callers that compare the
+    /// store's state once around a batch of refusals.
+    pub fn refusal(&self, args: &[&str], needles: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "cairn {args:?}: want exit 1, got {:?}; stderr: {stderr}",
+            out.status
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "cairn {args:?} printed on stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_one_error_line(&stderr, needles);
+        stderr.trim_end().to_string()
+    }
+
+    /// The file holding blob `id` (`blake3:<hex>`), raw or zstd, which must exist.
+    pub fn blob_file(&self, id: &str) -> PathBuf {
+        let hex = id.strip_prefix("blake3:").expect("an id");
+        let dir = self.store().join("blobs").join(&hex[..2]);
+        let raw = dir.join(hex);
+        let zst = dir.join(format!("{hex}.zst"));
+        match (raw.exists(), zst.exists()) {
+            (true, false) => raw,
+            (false, true) => zst,
+            other => panic!("blob {id}: raw/zst files present: {other:?}"),
+        }
+    }
+}
+
+/// Asserts that `stderr` is exactly one line, starting `cairn: error:`, containing each needle.
+pub fn assert_one_error_line(stderr: &str, needles: &[&str]) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "want one line on stderr, got: {stderr:?}");
+    assert!(
+        lines[0].starts_with("cairn: error: "),
+        "stderr does not start with `cairn: error: `: {stderr:?}"
+    );
+    for n in needles {
+        assert!(
+            lines[0].contains(n),
+            "stderr does not name {n:?}: {stderr:?}"
+        );
+    }
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every regular file under `dir` (recursively), by `/`-separated relative path, with the
+/// SHA-256 of its bytes. A missing `dir` gives an empty map.
+pub fn files_under(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for ent in rd {
+            let p = ent.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                walk(base, &p, out);
+            } else {
+                let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+                let digest = if md.is_file() {
+                    sha256_hex(&std::fs::read(&p).unwrap())
+                } else {
+                    format!("non-regular {:?}", md.file_type())
+                };
+                out.insert(rel, digest);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Every name under `dir` (recursively, symlinks not followed), `/`-separated and sorted.
+pub fn names_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for ent in rd {
+            let p = ent.unwrap().path();
+            out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// `path` as a `&str` (test paths are always UTF-8).
+pub fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}

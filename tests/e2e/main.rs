@@ -1,4 +1,7 @@
 //! End-to-end tests: each runs the real `cairn` binary against a temporary store.
 
+mod bad_input;
 mod common;
+mod features;
+mod hostile_archive;
 mod roundtrip;
