@@ -32,7 +32,15 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             // One line, naming what is at fault (the store's errors carry the path or id).
-            let msg = format!("{err:#}").replace('\n', " ");
+            // Causes already spelled out in the message are not repeated.
+            let mut msg = err.to_string();
+            for cause in err.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg = format!("{msg}: {c}");
+                }
+            }
+            let msg = msg.replace('\n', " ");
             eprintln!("cairn: error: {msg}");
             ExitCode::from(EXIT_ERROR)
         }

@@ -250,6 +250,11 @@ pub(crate) fn ingest(
             "truncated: the archive ends without an end-of-archive marker".into(),
         ));
     }
+    // Read past the end-of-archive marker to the end of the stream, so that a gzip trailer
+    // (CRC and length) or a zstd checksum is checked too: a corrupt or cut compressed stream is
+    // refused even when the tar inside looks complete.
+    std::io::copy(&mut ar.into_inner(), &mut std::io::sink())
+        .map_err(|e| malformed(None, format!("corrupt or truncated compressed stream: {e}")))?;
     let ids: Vec<Id> = pending.keys().copied().collect();
     let present = store.present_blobs(&ids)?;
     let stored = pending
