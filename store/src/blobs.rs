@@ -125,6 +125,11 @@ pub struct PendingBlob {
 }
 
 impl PendingBlob {
+    /// Wraps a temp file (in the store's temp folder) that holds `blob` in its stored form.
+    pub fn adopt(blob: StoredBlob, temp: tempfile::TempPath) -> PendingBlob {
+        PendingBlob { blob, temp }
+    }
+
     /// Renames the blob into place in `dir`. Not yet durable: see [`BlobDir::sync`].
     pub fn persist(self, dir: &BlobDir) -> Result<StoredBlob, BlobError> {
         let dest = dir.path(&self.blob.id, self.blob.encoding);

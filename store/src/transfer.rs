@@ -162,6 +162,41 @@ impl Store {
         Ok(ImportBlob(pending))
     }
 
+    /// The file holding blob `id` and its encoding (unverified: callers check what they read).
+    pub fn blob_file(&self, id: &Id) -> Result<(std::path::PathBuf, Encoding)> {
+        let (_, enc, path) = self.blobs.locate(id)?;
+        Ok((path, enc))
+    }
+
+    /// A new temp file in the store's temp folder (same filesystem as the blobs).
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix("incoming-")
+            .tempfile_in(self.blobs.tmp())
+            .map_err(Error::io(self.blobs.tmp()))
+    }
+
+    /// Stages a temp file (from [`Store::temp_file`]) holding blob `id` in the stored form
+    /// `encoding`, which the caller has checked against `id` and `size`.
+    pub fn stage_file(
+        &self,
+        id: Id,
+        size: u64,
+        encoding: Encoding,
+        file: tempfile::TempPath,
+    ) -> Result<ImportBlob> {
+        let stored_size = std::fs::metadata(&file).map_err(Error::io(&file))?.len();
+        Ok(ImportBlob(PendingBlob::adopt(
+            crate::blobs::StoredBlob {
+                id,
+                size,
+                stored_size,
+                encoding,
+            },
+            file,
+        )))
+    }
+
     /// Commits staged blobs, trees and optionally a key record. Blobs the store already has are
     /// dropped (never rewritten); the rest are renamed into place and made durable before the
     /// index transaction. The record is bound only if everything its root reaches is present

@@ -1,0 +1,436 @@
+//! [`Remote`]: an object store opened from a URL, with the remote layout's paths and counted
+//! requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_store::{Id, Key};
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::http::HttpBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    BackoffConfig, ClientOptions, GetResult, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload, RetryConfig,
+};
+use serde::Serialize;
+
+use crate::config::RemoteConfig;
+use crate::error::{RemoteError, Result};
+
+/// Name of the file that marks a remote's layout version.
+pub const LAYOUT_FILE: &str = "cairn-remote.json";
+/// The layout version this code writes and reads.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Network behaviour of a remote.
+#[derive(Clone, Debug)]
+pub struct TransferOptions {
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Retries of a failed request (transient errors: 5xx, resets, timeouts).
+    pub retries: usize,
+    /// Time limit for one request, including reading its body.
+    pub request_timeout: Duration,
+    /// Time limit for establishing a connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        TransferOptions {
+            concurrency: 8,
+            retries: 5,
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Requests made, for summaries and benchmarks. Retries inside object_store count once.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// GET requests (whole objects and ranges).
+    pub gets: AtomicU64,
+    /// PUT requests (whole objects, and each part of a multipart upload).
+    pub puts: AtomicU64,
+    /// HEAD requests.
+    pub heads: AtomicU64,
+    /// Bytes uploaded.
+    pub bytes_up: AtomicU64,
+    /// Bytes downloaded.
+    pub bytes_down: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// GET requests.
+    pub gets: u64,
+    /// PUT requests.
+    pub puts: u64,
+    /// HEAD requests.
+    pub heads: u64,
+    /// Bytes uploaded.
+    pub bytes_up: u64,
+    /// Bytes downloaded.
+    pub bytes_down: u64,
+}
+
+/// An opened remote.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    name: String,
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    read_only: bool,
+    write_only: bool,
+    counters: Arc<Counters>,
+    opts: TransferOptions,
+}
+
+impl Remote {
+    /// Opens the remote `name` configured as `cfg`. Credentials come from each cloud's
+    /// environment (object_store's `from_env` builders); `cfg.options` override them.
+    pub fn open(name: &str, cfg: &RemoteConfig, opts: &TransferOptions) -> Result<Remote> {
+        let bad = |reason: String| RemoteError::Url {
+            url: cfg.url.clone(),
+            reason,
+        };
+        let url = url::Url::parse(&cfg.url).map_err(|e| bad(e.to_string()))?;
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(5),
+                base: 2.0,
+            },
+            max_retries: opts.retries,
+            retry_timeout: Duration::from_secs(120),
+        };
+        let mut client = ClientOptions::new()
+            .with_timeout(opts.request_timeout)
+            .with_connect_timeout(opts.connect_timeout);
+        if url.scheme() == "http" {
+            client = client.with_allow_http(true);
+        }
+        let mut read_only = cfg.read_only;
+        let path_of = |u: &url::Url| -> Result<Path> {
+            Path::parse(u.path().trim_matches('/')).map_err(|e| bad(e.to_string()))
+        };
+        let (store, prefix): (Arc<dyn ObjectStore>, Path) = match url.scheme() {
+            "s3" | "s3a" => {
+                let mut b = AmazonS3Builder::from_env()
+                    .with_url(cfg.url.clone())
+                    .with_retry(retry)
+                    .with_client_options(client);
+                for (k, v) in &cfg.options {
+                    let key = k
+                        .to_ascii_lowercase()
+                        .parse()
+                        .map_err(|e| bad(format!("option {k}: {e}")))?;
+                    b = b.with_config(key, v);
+                }
+                (
+                    Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
+                    path_of(&url)?,
+                )
+            }
+            "gs" => {
+                let mut b = GoogleCloudStorageBuilder::from_env()
+                    .with_url(cfg.url.clone())
+                    .with_retry(retry)
+                    .with_client_options(client);
+                for (k, v) in &cfg.options {
+                    let key = k
+                        .to_ascii_lowercase()
+                        .parse()
+                        .map_err(|e| bad(format!("option {k}: {e}")))?;
+                    b = b.with_config(key, v);
+                }
+                (
+                    Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
+                    path_of(&url)?,
+                )
+            }
+            "az" | "azure" | "abfs" | "abfss" | "adl" => {
+                let mut b = MicrosoftAzureBuilder::from_env()
+                    .with_url(cfg.url.clone())
+                    .with_retry(retry)
+                    .with_client_options(client);
+                for (k, v) in &cfg.options {
+                    let key = k
+                        .to_ascii_lowercase()
+                        .parse()
+                        .map_err(|e| bad(format!("option {k}: {e}")))?;
+                    b = b.with_config(key, v);
+                }
+                (
+                    Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
+                    path_of(&url)?,
+                )
+            }
+            "file" => {
+                let dir = url
+                    .to_file_path()
+                    .map_err(|()| bad("not a local path".into()))?;
+                std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
+                let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+                (Arc::new(fs), Path::default())
+            }
+            "http" | "https" => {
+                read_only = true;
+                let origin = &url[..url::Position::BeforePath];
+                let b = HttpBuilder::new()
+                    .with_url(origin)
+                    .with_retry(retry)
+                    .with_client_options(client);
+                (
+                    Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
+                    path_of(&url)?,
+                )
+            }
+            other => return Err(bad(format!("unsupported scheme {other:?}"))),
+        };
+        Ok(Remote {
+            name: name.to_string(),
+            url: cfg.url.clone(),
+            store,
+            prefix,
+            read_only,
+            write_only: cfg.write_only,
+            counters: Arc::new(Counters::default()),
+            opts: opts.clone(),
+        })
+    }
+
+    /// The name it was opened under (the URL for unnamed remotes).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+    /// True if cairn must not write to it.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+    /// True if cairn must not read from it.
+    pub fn write_only(&self) -> bool {
+        self.write_only
+    }
+    /// Transfer settings.
+    pub fn options(&self) -> &TransferOptions {
+        &self.opts
+    }
+    /// Requests made so far.
+    pub fn counts(&self) -> RequestCounts {
+        let c = &self.counters;
+        RequestCounts {
+            gets: c.gets.load(Ordering::Relaxed),
+            puts: c.puts.load(Ordering::Relaxed),
+            heads: c.heads.load(Ordering::Relaxed),
+            bytes_up: c.bytes_up.load(Ordering::Relaxed),
+            bytes_down: c.bytes_down.load(Ordering::Relaxed),
+        }
+    }
+
+    fn child(&self, rel: &str) -> Path {
+        if self.prefix.as_ref().is_empty() {
+            Path::from(rel)
+        } else {
+            Path::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    /// `keys/<key>.key`
+    pub fn key_path(&self, key: &Key) -> Path {
+        self.child(&format!("keys/{key}.key"))
+    }
+    /// `packs/<xx>/<hex>.pack`
+    pub fn pack_path(&self, pack: &Id) -> Path {
+        let h = pack.to_hex();
+        self.child(&format!("packs/{}/{h}.pack", &h[..2]))
+    }
+    /// `packs/<xx>/<hex>.idx`
+    pub fn index_path(&self, pack: &Id) -> Path {
+        let h = pack.to_hex();
+        self.child(&format!("packs/{}/{h}.idx", &h[..2]))
+    }
+    /// `blobs/<xx>/<hex>.zst`: a large blob stored on its own.
+    pub fn blob_path(&self, blob: &Id) -> Path {
+        let h = blob.to_hex();
+        self.child(&format!("blobs/{}/{h}.zst", &h[..2]))
+    }
+    fn layout_path(&self) -> Path {
+        self.child(LAYOUT_FILE)
+    }
+
+    pub(crate) fn request_err(
+        &self,
+        path: &Path,
+    ) -> impl FnOnce(object_store::Error) -> RemoteError + '_ {
+        let path = path.to_string();
+        move |source| RemoteError::Request {
+            remote: self.url.clone(),
+            path,
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(
+        &self,
+        what: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> RemoteError {
+        RemoteError::Corrupt {
+            remote: self.url.clone(),
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// GET a whole object; `None` if it does not exist.
+    pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
+        self.counters.gets.fetch_add(1, Ordering::Relaxed);
+        match self.store.get(path).await {
+            Ok(r) => {
+                let b = r.bytes().await.map_err(self.request_err(path))?;
+                self.counters
+                    .bytes_down
+                    .fetch_add(b.len() as u64, Ordering::Relaxed);
+                Ok(Some(b))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.request_err(path)(e)),
+        }
+    }
+
+    /// GET a whole object that must exist.
+    pub async fn get(&self, path: &Path) -> Result<Bytes> {
+        match self.get_opt(path).await? {
+            Some(b) => Ok(b),
+            None => Err(RemoteError::Request {
+                remote: self.url.clone(),
+                path: path.to_string(),
+                source: object_store::Error::NotFound {
+                    path: path.to_string(),
+                    source: "missing on the remote".into(),
+                },
+            }),
+        }
+    }
+
+    /// GET a streaming body.
+    pub async fn get_stream(&self, path: &Path) -> Result<GetResult> {
+        self.counters.gets.fetch_add(1, Ordering::Relaxed);
+        self.store.get(path).await.map_err(self.request_err(path))
+    }
+
+    pub(crate) fn add_bytes_down(&self, n: u64) {
+        self.counters.bytes_down.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// GET a byte range.
+    pub async fn get_range(&self, path: &Path, range: std::ops::Range<u64>) -> Result<Bytes> {
+        self.counters.gets.fetch_add(1, Ordering::Relaxed);
+        let want = range.end - range.start;
+        let b = self
+            .store
+            .get_range(path, range)
+            .await
+            .map_err(self.request_err(path))?;
+        self.counters
+            .bytes_down
+            .fetch_add(b.len() as u64, Ordering::Relaxed);
+        if b.len() as u64 != want {
+            return Err(self.corrupt(
+                path.to_string(),
+                format!("range of {want} bytes returned {}", b.len()),
+            ));
+        }
+        Ok(b)
+    }
+
+    /// HEAD; `None` if it does not exist.
+    pub async fn head(&self, path: &Path) -> Result<Option<ObjectMeta>> {
+        self.counters.heads.fetch_add(1, Ordering::Relaxed);
+        match self.store.head(path).await {
+            Ok(m) => Ok(Some(m)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.request_err(path)(e)),
+        }
+    }
+
+    /// PUT a whole object (atomic: readers see all of it or none of it).
+    pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        if self.read_only {
+            return Err(RemoteError::ReadOnly(self.url.clone()));
+        }
+        self.counters.puts.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_up
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.store
+            .put_opts(
+                path,
+                PutPayload::from_bytes(bytes),
+                PutOptions {
+                    mode: PutMode::Overwrite,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(self.request_err(path))?;
+        Ok(())
+    }
+
+    /// A writer that uploads in parts once the data outgrows one request.
+    pub(crate) fn writer(&self, path: &Path) -> Result<object_store::buffered::BufWriter> {
+        if self.read_only {
+            return Err(RemoteError::ReadOnly(self.url.clone()));
+        }
+        Ok(object_store::buffered::BufWriter::with_capacity(
+            self.store.clone(),
+            path.clone(),
+            crate::pack::MULTIPART_PART,
+        )
+        .with_max_concurrency(self.opts.concurrency.clamp(1, 8)))
+    }
+
+    /// Counts an upload made through [`Remote::writer`] (which object_store performs).
+    pub(crate) fn count_upload(&self, requests: u64, bytes: u64) {
+        self.counters.puts.fetch_add(requests, Ordering::Relaxed);
+        self.counters.bytes_up.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Checks the layout marker; with `create`, writes it on a new remote.
+    pub async fn check_layout(&self, create: bool) -> Result<bool> {
+        let path = self.layout_path();
+        match self.get_opt(&path).await? {
+            Some(b) => {
+                let v: serde_json::Value = serde_json::from_slice(&b)
+                    .map_err(|e| self.corrupt(path.to_string(), e.to_string()))?;
+                match v.get("layout").and_then(|l| l.as_u64()) {
+                    Some(n) if n == u64::from(LAYOUT_VERSION) => Ok(true),
+                    _ => Err(RemoteError::Layout {
+                        remote: self.url.clone(),
+                        found: v.to_string(),
+                    }),
+                }
+            }
+            None if create => {
+                let body = serde_json::to_vec(&serde_json::json!({"layout": LAYOUT_VERSION}))
+                    .expect("json");
+                self.put(&path, body.into()).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Errors of remote operations; each names the remote and the object, key or path at fault.
+
+/// Anything a remote operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// A URL or option cairn cannot turn into an object store.
+    #[error("remote {url}: {reason}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A request to the object store failed (after its retries).
+    #[error("remote {remote}: {path}: {source}")]
+    Request {
+        /// The remote's URL.
+        remote: String,
+        /// The object path.
+        path: String,
+        /// object_store's error.
+        source: object_store::Error,
+    },
+    /// The remote has no record for the key.
+    #[error("remote {remote}: key {key} is not on the remote")]
+    NoSuchKey {
+        /// The remote's URL.
+        remote: String,
+        /// The key.
+        key: String,
+    },
+    /// Bytes from the remote that do not match what they claim to be.
+    #[error("remote {remote}: {what} is corrupt: {reason}")]
+    Corrupt {
+        /// The remote's URL.
+        remote: String,
+        /// The object or file (with its remote path).
+        what: String,
+        /// What was found.
+        reason: String,
+    },
+    /// A key record that needs an object none of its packs holds.
+    #[error("remote {remote}: key {key} needs {object}, which nothing its record names holds")]
+    Missing {
+        /// The remote's URL.
+        remote: String,
+        /// The key.
+        key: String,
+        /// The object.
+        object: String,
+    },
+    /// A write to a remote configured read-only.
+    #[error("remote {0} is read-only")]
+    ReadOnly(String),
+    /// The remote holds a layout this version does not know.
+    #[error("remote {remote}: unknown layout {found} (this cairn writes layout 1)")]
+    Layout {
+        /// The remote's URL.
+        remote: String,
+        /// What `cairn-remote.json` says.
+        found: String,
+    },
+    /// The local store failed.
+    #[error(transparent)]
+    Local(#[from] cairn_store::Error),
+    /// The local record of what was pushed failed.
+    #[error("ledger {path}: {reason}")]
+    Ledger {
+        /// Its file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The configuration file is unreadable or invalid.
+    #[error("config {path}: {reason}")]
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl From<cairn_store::blobs::BlobError> for RemoteError {
+    fn from(e: cairn_store::blobs::BlobError) -> RemoteError {
+        RemoteError::Local(e.into())
+    }
+}
+
+/// Results of remote operations.
+pub type Result<T, E = RemoteError> = std::result::Result<T, E>;

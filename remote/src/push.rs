@@ -1,0 +1,400 @@
+//! Push: upload what a remote lacks of some keys' closures, then the key records.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+use bytes::Bytes;
+use cairn_store::blobs::{Encoding, SMALL_BLOB_MAX, compress_frame};
+use cairn_store::{Id, Key, Progress, Store};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+
+use crate::connection::{Remote, RequestCounts};
+use crate::error::{RemoteError, Result};
+use crate::ledger::{Ledger, Location};
+use crate::pack::{self, ObjectKind, PACK_TARGET, PACKED_MAX, PackBuilder, SealedPack};
+use crate::record::{RECORD_FORMAT, RemoteRecord};
+
+/// zstd level for trees and for blobs the local store keeps raw but a remote gets compressed.
+const REMOTE_ZSTD_LEVEL: i32 = 3;
+
+/// Packs being built and uploaded at once.
+const PACKS_IN_FLIGHT: usize = 3;
+
+/// What a push did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PushSummary {
+    /// Keys whose records were written.
+    pub keys: Vec<String>,
+    /// Objects uploaded.
+    pub objects_sent: u64,
+    /// Bytes of objects uploaded (as stored on the remote).
+    pub bytes_sent: u64,
+    /// Objects the remote already had.
+    pub objects_skipped: u64,
+    /// Packs written.
+    pub packs: u64,
+    /// Large blobs written on their own.
+    pub standalone_blobs: u64,
+    /// Requests made.
+    pub requests: RequestCounts,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+struct Obj {
+    id: Id,
+    kind: ObjectKind,
+    size: u64,
+    tree: Option<Vec<u8>>,
+}
+
+/// Uploads `keys` (their closures, then their records) to `remote`.
+pub async fn push(
+    store: &Store,
+    remote: &Remote,
+    keys: &[Key],
+    progress: &dyn Progress,
+) -> Result<PushSummary> {
+    let start = Instant::now();
+    if remote.read_only() {
+        return Err(RemoteError::ReadOnly(remote.url().to_string()));
+    }
+    // Blobs we are about to upload must not be collected meanwhile.
+    let lock = {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.lock_shared())
+            .await
+            .expect("join")?
+    };
+    remote.check_layout(true).await?;
+
+    // Closures.
+    let mut records = Vec::new();
+    let mut objects: Vec<Obj> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut closure_of: Vec<Vec<Id>> = Vec::new();
+    for key in keys {
+        let rec = store.record(key)?;
+        let c = store.closure_objects(&rec.root)?;
+        let mut ids = Vec::with_capacity(c.trees.len() + c.blobs.len());
+        for (id, bytes) in c.trees {
+            ids.push(id);
+            if seen.insert(id) {
+                objects.push(Obj {
+                    id,
+                    kind: ObjectKind::Tree,
+                    size: bytes.len() as u64,
+                    tree: Some(bytes),
+                });
+            }
+        }
+        for (id, size) in c.blobs {
+            ids.push(id);
+            if seen.insert(id) {
+                objects.push(Obj {
+                    id,
+                    kind: ObjectKind::Blob,
+                    size,
+                    tree: None,
+                });
+            }
+        }
+        records.push(rec);
+        closure_of.push(ids);
+    }
+
+    // What the remote has, per the ledger, confirmed with one HEAD per pack or blob.
+    let ledger = Ledger::new(
+        store.dir(),
+        remote.url(),
+        std::time::Duration::from_secs(120),
+    );
+    let all_ids: Vec<Id> = objects.iter().map(|o| o.id).collect();
+    let mut known = ledger.lookup(&all_ids)?;
+    // One HEAD per pack relied on, and per standalone blob.
+    let mut distinct: HashMap<(bool, Id), Vec<Id>> = HashMap::new();
+    for (id, loc) in &known {
+        let target = match loc {
+            Location::Pack(p) => (true, *p),
+            Location::Standalone => (false, *id),
+        };
+        distinct.entry(target).or_default().push(*id);
+    }
+    let checks = futures::stream::iter(distinct.into_iter().map(
+        |((is_pack, target), ids)| async move {
+            let path = if is_pack {
+                remote.pack_path(&target)
+            } else {
+                remote.blob_path(&target)
+            };
+            remote.head(&path).await.map(|m| (m.is_some(), ids))
+        },
+    ))
+    .buffer_unordered(remote.options().concurrency)
+    .collect::<Vec<_>>()
+    .await;
+    let mut gone = Vec::new();
+    for r in checks {
+        let (present, ids) = r?;
+        if !present {
+            for id in ids {
+                if let Some(loc) = known.remove(&id) {
+                    gone.push((id, loc));
+                }
+            }
+        }
+    }
+    if !gone.is_empty() {
+        tracing::info!(
+            "{} objects the ledger placed on {} are gone; uploading them again",
+            gone.len(),
+            remote.url()
+        );
+        ledger.forget(&gone)?;
+    }
+
+    let mut summary = PushSummary {
+        objects_skipped: known.len() as u64,
+        ..PushSummary::default()
+    };
+    let todo: Vec<Obj> = objects
+        .into_iter()
+        .filter(|o| !known.contains_key(&o.id))
+        .collect();
+    let (packed, large): (Vec<Obj>, Vec<Obj>) = todo
+        .into_iter()
+        .partition(|o| o.kind == ObjectKind::Tree || o.size <= PACKED_MAX);
+    progress.start("pushing", (packed.len() + large.len()) as u64);
+
+    // Packs: built on a blocking thread, uploaded concurrently.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<SealedPack>>(1);
+    let builder_store = store.clone();
+    let remote_url = remote.url().to_string();
+    let builder =
+        tokio::task::spawn_blocking(move || build_packs(&builder_store, packed, &tx, &remote_url));
+    let mut uploads = FuturesUnordered::new();
+    let mut new_locations: HashMap<Id, Location> = HashMap::new();
+    loop {
+        tokio::select! {
+            next = rx.recv(), if uploads.len() < PACKS_IN_FLIGHT => {
+                match next {
+                    Some(sealed) => uploads.push(upload_pack(remote, sealed?)),
+                    None => break,
+                }
+            }
+            Some(done) = uploads.next() => {
+                let (pack_id, ids, bytes): (Id, Vec<Id>, u64) = done?;
+                ledger.record(ids.iter().map(|id| (*id, Location::Pack(pack_id))))?;
+                summary.packs += 1;
+                summary.objects_sent += ids.len() as u64;
+                summary.bytes_sent += bytes;
+                progress.advance(ids.len() as u64);
+                for id in ids {
+                    new_locations.insert(id, Location::Pack(pack_id));
+                }
+            }
+        }
+    }
+    while let Some(done) = uploads.next().await {
+        let (pack_id, ids, bytes) = done?;
+        ledger.record(ids.iter().map(|id| (*id, Location::Pack(pack_id))))?;
+        summary.packs += 1;
+        summary.objects_sent += ids.len() as u64;
+        summary.bytes_sent += bytes;
+        progress.advance(ids.len() as u64);
+        for id in ids {
+            new_locations.insert(id, Location::Pack(pack_id));
+        }
+    }
+    builder.await.expect("join")?;
+
+    // Large blobs, each on its own, streamed in parts.
+    let large_results = futures::stream::iter(
+        large
+            .into_iter()
+            .map(|o| upload_large(store, remote, o.id, o.size)),
+    )
+    .buffer_unordered(remote.options().concurrency.clamp(1, 4))
+    .collect::<Vec<_>>()
+    .await;
+    for r in large_results {
+        let (id, bytes) = r?;
+        ledger.record([(id, Location::Standalone)])?;
+        summary.standalone_blobs += 1;
+        summary.objects_sent += 1;
+        summary.bytes_sent += bytes;
+        progress.advance(1);
+        new_locations.insert(id, Location::Standalone);
+    }
+    progress.finish();
+
+    // Records last: a reader never sees a key whose objects are not all there.
+    for (rec, ids) in records.into_iter().zip(closure_of) {
+        let mut packs = BTreeSet::new();
+        let mut blobs = BTreeSet::new();
+        for id in ids {
+            match known.get(&id).or_else(|| new_locations.get(&id)) {
+                Some(Location::Pack(p)) => {
+                    packs.insert(*p);
+                }
+                Some(Location::Standalone) => {
+                    blobs.insert(id);
+                }
+                None => {
+                    return Err(RemoteError::Missing {
+                        remote: remote.url().to_string(),
+                        key: rec.key.to_string(),
+                        object: id.to_string(),
+                    });
+                }
+            }
+        }
+        let key = rec.key.clone();
+        let rr = RemoteRecord {
+            format: RECORD_FORMAT,
+            record: rec,
+            packs: packs.into_iter().collect(),
+            blobs: blobs.into_iter().collect(),
+        };
+        let body = serde_json::to_vec_pretty(&rr).expect("records serialize");
+        remote
+            .put(&remote.key_path(&key), Bytes::from(body))
+            .await?;
+        summary.keys.push(key.to_string());
+    }
+    drop(lock);
+    summary.requests = remote.counts();
+    summary.seconds = start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Fills packs with `objects` in their stored form and sends each when sealed.
+fn build_packs(
+    store: &Store,
+    objects: Vec<Obj>,
+    tx: &tokio::sync::mpsc::Sender<Result<SealedPack>>,
+    remote_url: &str,
+) -> Result<()> {
+    let mut b = PackBuilder::new();
+    // Trees first, so a puller finds them together at the start of the first packs.
+    let mut objects = objects;
+    objects.sort_by_key(|o| (o.kind != ObjectKind::Tree, o.id));
+    for o in objects {
+        let (encoding, stored) = match &o.tree {
+            Some(bytes) => stored_form(bytes).map_err(|e| io_err(remote_url, e))?,
+            None if o.size <= SMALL_BLOB_MAX => store.read_blob_encoded(&o.id, o.size)?,
+            None => {
+                let mut content = Vec::with_capacity(o.size as usize);
+                let mut r = store.open_blob(&o.id, o.size)?;
+                if let Err(e) = std::io::Read::read_to_end(&mut r, &mut content) {
+                    return Err(r.into_error(e).into());
+                }
+                stored_form(&content).map_err(|e| io_err(remote_url, e))?
+            }
+        };
+        b.add(o.id, o.kind, encoding, &stored, o.size);
+        if b.len() >= PACK_TARGET {
+            let sealed = std::mem::take(&mut b).finish();
+            if tx.blocking_send(Ok(sealed)).is_err() {
+                return Ok(()); // the uploader failed; its error is reported there
+            }
+        }
+    }
+    if !b.is_empty() {
+        let _ = tx.blocking_send(Ok(b.finish()));
+    }
+    Ok(())
+}
+
+fn io_err(remote: &str, e: std::io::Error) -> RemoteError {
+    RemoteError::Corrupt {
+        remote: remote.to_string(),
+        what: "compression".into(),
+        reason: e.to_string(),
+    }
+}
+
+/// zstd if it pays, else raw.
+fn stored_form(content: &[u8]) -> std::io::Result<(Encoding, Vec<u8>)> {
+    let c = compress_frame(content, REMOTE_ZSTD_LEVEL)?;
+    Ok(if c.len() < content.len() {
+        (Encoding::Zstd, c)
+    } else {
+        (Encoding::Raw, content.to_vec())
+    })
+}
+
+/// PUT the pack, then its index. Returns its id, members and size.
+async fn upload_pack(remote: &Remote, sealed: SealedPack) -> Result<(Id, Vec<Id>, u64)> {
+    let idx = pack::encode_index(&sealed);
+    let len = sealed.bytes.len() as u64;
+    remote
+        .put(&remote.pack_path(&sealed.id), sealed.bytes.clone())
+        .await?;
+    remote
+        .put(&remote.index_path(&sealed.id), Bytes::from(idx))
+        .await?;
+    Ok((
+        sealed.id,
+        sealed.entries.iter().map(|e| e.id).collect(),
+        len,
+    ))
+}
+
+/// Streams one large blob to `blobs/<id>.zst` as a zstd stream, in parts. The local copy is
+/// verified first; a raw local copy is compressed into a temp file on the way.
+async fn upload_large(store: &Store, remote: &Remote, id: Id, size: u64) -> Result<(Id, u64)> {
+    let s = store.clone();
+    let (path, _tmp) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut r = s.open_blob(&id, size)?;
+        if let Err(e) = std::io::copy(&mut r, &mut std::io::sink()) {
+            return Err(r.into_error(e).into());
+        }
+        let (path, enc) = s.blob_file(&id)?;
+        if enc == Encoding::Zstd {
+            return Ok((path, None));
+        }
+        let tmp = s.temp_file()?;
+        let mut enc = zstd::Encoder::new(tmp.as_file(), REMOTE_ZSTD_LEVEL)
+            .map_err(cairn_store::Error::io(tmp.path()))?;
+        let mut r = s.open_blob(&id, size)?;
+        if let Err(e) = std::io::copy(&mut r, &mut enc) {
+            return Err(r.into_error(e).into());
+        }
+        enc.finish().map_err(cairn_store::Error::io(tmp.path()))?;
+        let p = tmp.path().to_path_buf();
+        Ok((p, Some(tmp)))
+    })
+    .await
+    .expect("join")?;
+    let dest = remote.blob_path(&id);
+    let mut w = remote.writer(&dest)?;
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| RemoteError::from(cairn_store::Error::io(&path)(e)))?;
+    let sent = tokio::io::copy(&mut file, &mut w)
+        .await
+        .map_err(|e| RemoteError::Request {
+            remote: remote.url().to_string(),
+            path: dest.to_string(),
+            source: object_store::Error::Generic {
+                store: "upload",
+                source: Box::new(e),
+            },
+        })?;
+    w.shutdown().await.map_err(|e| RemoteError::Request {
+        remote: remote.url().to_string(),
+        path: dest.to_string(),
+        source: object_store::Error::Generic {
+            store: "upload",
+            source: Box::new(e),
+        },
+    })?;
+    // One request for a small upload; create + parts + complete for a multipart one.
+    let parts = sent.div_ceil(pack::MULTIPART_PART as u64);
+    remote.count_upload(if parts <= 1 { 1 } else { parts + 2 }, sent);
+    Ok((id, sent))
+}
