@@ -42,6 +42,51 @@ pub struct Global {
     /// Only errors on stderr, and no progress bars
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Remotes configuration file [default: $XDG_CONFIG_HOME/cairn/config.toml]
+    #[arg(long, global = true, env = "CAIRN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Remote requests in flight at once
+    #[arg(long, global = true, env = "CAIRN_CONCURRENCY", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Retries of a failed remote request (5xx, resets, timeouts), with exponential backoff
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_RETRIES",
+        value_name = "N",
+        default_value_t = 5
+    )]
+    pub retries: usize,
+    /// A remote failure is a warning, not an error (so a build can fall back to rebuilding)
+    #[arg(long, global = true)]
+    pub no_fail_on_cache_error: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Add (or replace) a remote
+    Add {
+        name: String,
+        /// s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///path, https://…
+        url: String,
+        /// Never push to it
+        #[arg(long)]
+        read_only: bool,
+        /// Never pull from it
+        #[arg(long, conflicts_with = "read_only")]
+        write_only: bool,
+        /// object_store option for it, e.g. aws_endpoint=http://127.0.0.1:9000 (repeatable)
+        #[arg(long = "option", value_name = "K=V")]
+        options: Vec<String>,
+        /// Make it the default remote
+        #[arg(long)]
+        default: bool,
+    },
+    /// List remotes
+    Ls,
+    /// Remove a remote
+    Rm { name: String },
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +113,9 @@ pub enum Command {
         /// Free-form label k=v recorded with the key (repeatable)
         #[arg(long, value_name = "K=V")]
         label: Vec<String>,
+        /// Push the key to this remote (name or URL) after storing it
+        #[arg(long, value_name = "REMOTE")]
+        push: Option<String>,
     },
     /// Store a file or folder without binding a key; prints its id
     Add {
@@ -90,7 +138,33 @@ pub enum Command {
         /// Replace the contents of a non-empty DEST
         #[arg(long)]
         force: bool,
+        /// On a local miss, pull from this remote (repeatable, tried in order; default: the
+        /// configured default remote)
+        #[arg(long, value_name = "REMOTE")]
+        remote: Vec<String>,
+        /// Never try a remote
+        #[arg(long, conflicts_with = "remote")]
+        offline: bool,
     },
+    /// Upload keys (and what they reach) to a remote
+    Push {
+        /// Remote name or URL
+        remote: String,
+        keys: Vec<String>,
+        /// Push every local key
+        #[arg(long, conflicts_with = "keys")]
+        all: bool,
+    },
+    /// Download keys (and what they reach) from a remote and bind them locally
+    Pull {
+        /// Remote name or URL
+        remote: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Manage remotes
+    #[command(subcommand)]
+    Remote(RemoteCommand),
     /// Write a key or id as a deterministic archive (.tar, .tar.zst or .tar.gz by the name)
     Export {
         target: String,

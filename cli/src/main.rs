@@ -16,7 +16,8 @@ use cairn_store::{
 };
 use clap::{CommandFactory, Parser};
 
-use args::{Cli, Command, Global};
+use args::{Cli, Command, Global, RemoteCommand};
+use cairn_remote::{Config, Remote, RemoteConfig, RemoteError, TransferOptions};
 
 /// Exit status when a command fails.
 const EXIT_ERROR: u8 = 1;
@@ -91,12 +92,107 @@ fn open_store(g: &Global) -> Result<Store> {
     Ok(Store::open(&dir, opts)?)
 }
 
+fn config_path(g: &Global) -> Result<PathBuf> {
+    match &g.config {
+        Some(p) => Ok(p.clone()),
+        None => cairn_remote::config::default_path()
+            .context("no config file: set --config, CAIRN_CONFIG, XDG_CONFIG_HOME or HOME"),
+    }
+}
+
+fn open_remote(g: &Global, config: &Config, name_or_url: &str) -> Result<Remote> {
+    let (name, cfg) = config.resolve(name_or_url)?;
+    let opts = TransferOptions {
+        concurrency: g.concurrency as usize,
+        retries: g.retries,
+        ..TransferOptions::default()
+    };
+    Ok(Remote::open(&name, &cfg, &opts)?)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// With --no-fail-on-cache-error, a remote failure becomes a warning.
+fn soften(g: &Global, r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if g.no_fail_on_cache_error => {
+            tracing::warn!("remote failed, continuing without it: {e:#}");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn push_keys(
+    g: &Global,
+    store: &Store,
+    remote: &str,
+    keys: &[Key],
+    out: &output::Out,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let config = Config::load(&config_path(g)?)?;
+    let remote = open_remote(g, &config, remote)?;
+    let summary = runtime()?.block_on(cairn_remote::push(store, &remote, keys, progress))?;
+    out.push(&summary)
+}
+
+/// Pulls `key` from the first of `remotes` that has it; Ok(false) if none does.
+fn pull_fallback(
+    g: &Global,
+    store: &Store,
+    remotes: &[String],
+    key: &Key,
+    out: &output::Out,
+    progress: &dyn Progress,
+) -> Result<bool> {
+    let config = Config::load(&config_path(g)?)?;
+    let names: Vec<String> = if remotes.is_empty() {
+        config.default_remote.iter().cloned().collect()
+    } else {
+        remotes.to_vec()
+    };
+    let rt = runtime()?;
+    for name in names {
+        let attempt = (|| -> Result<bool> {
+            let remote = open_remote(g, &config, &name)?;
+            match rt.block_on(cairn_remote::pull(
+                store,
+                &remote,
+                std::slice::from_ref(key),
+                progress,
+            )) {
+                Ok(summary) => {
+                    out.pull_quiet(&summary);
+                    Ok(true)
+                }
+                Err(RemoteError::NoSuchKey { .. }) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        })();
+        match attempt {
+            Ok(true) => return Ok(true),
+            Ok(false) => tracing::info!("{key}: not on remote {name}"),
+            Err(e) if g.no_fail_on_cache_error => {
+                tracing::warn!("remote {name} failed, trying the next: {e:#}")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     labels
         .iter()
         .map(|l| match l.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => bail!("invalid label {l:?}: expected K=V"),
+            _ => bail!("invalid {l:?}: expected K=V"),
         })
         .collect()
 }
@@ -115,6 +211,7 @@ fn run(cli: Cli) -> Result<u8> {
             path,
             ingest,
             label,
+            push,
         } => {
             let key = Key::new(&key)?;
             let labels = parse_labels(&label)?;
@@ -129,6 +226,9 @@ fn run(cli: Cli) -> Result<u8> {
                 store.put(&key, &path, &opts, labels, progress)?
             };
             out.put(&added, Some(&rec))?;
+            if let Some(remote) = push {
+                soften(g, push_keys(g, &store, &remote, &[key], &out, progress))?;
+            }
         }
         Command::Add { path, ingest } => {
             let opts = IngestOptions {
@@ -155,9 +255,22 @@ fn run(cli: Cli) -> Result<u8> {
             target,
             dest,
             force,
+            remote,
+            offline,
         } => {
             let store = open_store(g)?;
-            let root = store.resolve(&target)?;
+            let root = match store.resolve(&target) {
+                Err(cairn_store::Error::UnknownKey(_)) if !offline => {
+                    let key = Key::new(&target)?;
+                    if !pull_fallback(g, &store, &remote, &key, &out, progress)? {
+                        bail!(
+                            "unknown key {key} (not in the local store, nor on any remote tried)"
+                        );
+                    }
+                    store.resolve(&target)?
+                }
+                other => other?,
+            };
             let stats = store.materialize(&root, &dest, force, progress)?;
             out.get(&root, &dest, &stats)?;
         }
@@ -228,6 +341,70 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Gc { dry_run } => {
             let store = open_store(g)?;
             out.gc(&store.gc(dry_run)?)?;
+        }
+        Command::Push { remote, keys, all } => {
+            let store = open_store(g)?;
+            let keys: Vec<Key> = if all {
+                store.keys("")?.into_iter().map(|r| r.key).collect()
+            } else if keys.is_empty() {
+                bail!("name the keys to push, or --all");
+            } else {
+                keys.iter().map(|k| Key::new(k)).collect::<Result<_, _>>()?
+            };
+            soften(g, push_keys(g, &store, &remote, &keys, &out, progress))?;
+        }
+        Command::Pull { remote, keys } => {
+            let store = open_store(g)?;
+            let keys: Vec<Key> = keys.iter().map(|k| Key::new(k)).collect::<Result<_, _>>()?;
+            let config = Config::load(&config_path(g)?)?;
+            let r = (|| -> Result<()> {
+                let remote = open_remote(g, &config, &remote)?;
+                let summary =
+                    runtime()?.block_on(cairn_remote::pull(&store, &remote, &keys, progress))?;
+                out.pull(&summary)
+            })();
+            soften(g, r)?;
+        }
+        Command::Remote(cmd) => {
+            let path = config_path(g)?;
+            let mut config = Config::load(&path)?;
+            match cmd {
+                RemoteCommand::Add {
+                    name,
+                    url,
+                    read_only,
+                    write_only,
+                    options,
+                    default,
+                } => {
+                    if name.contains("://") || name.is_empty() {
+                        bail!("invalid remote name {name:?}: use a short name, not a URL");
+                    }
+                    let cfg = RemoteConfig {
+                        url,
+                        read_only,
+                        write_only,
+                        options: parse_labels(&options)?.into_iter().collect(),
+                    };
+                    // Fail now, not at the first push, if object_store can't use it.
+                    Remote::open(&name, &cfg, &TransferOptions::default())?;
+                    config.remotes.insert(name.clone(), cfg);
+                    if default || config.default_remote.is_none() {
+                        config.default_remote = Some(name);
+                    }
+                    config.save(&path)?;
+                }
+                RemoteCommand::Ls => out.remotes(&config)?,
+                RemoteCommand::Rm { name } => {
+                    if config.remotes.remove(&name).is_none() {
+                        bail!("no remote named {name:?} in {}", path.display());
+                    }
+                    if config.default_remote.as_deref() == Some(name.as_str()) {
+                        config.default_remote = None;
+                    }
+                    config.save(&path)?;
+                }
+            }
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut std::io::stdout());

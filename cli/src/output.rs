@@ -242,6 +242,78 @@ impl Out {
     }
 }
 
+impl Out {
+    pub fn push(&self, s: &cairn_remote::PushSummary) -> Result<()> {
+        if self.json {
+            return print_json(s);
+        }
+        eprintln!(
+            "pushed {} keys: {} objects sent ({} bytes, {} packs, {} large blobs), {} already there; {} requests ({} PUT, {} GET, {} HEAD) in {:.2}s",
+            s.keys.len(),
+            s.objects_sent,
+            s.bytes_sent,
+            s.packs,
+            s.standalone_blobs,
+            s.objects_skipped,
+            s.requests.puts + s.requests.gets + s.requests.heads,
+            s.requests.puts,
+            s.requests.gets,
+            s.requests.heads,
+            s.seconds
+        );
+        Ok(())
+    }
+
+    pub fn pull(&self, s: &cairn_remote::PullSummary) -> Result<()> {
+        if self.json {
+            return print_json(s);
+        }
+        for r in &s.keys {
+            println!("{}\t{}", r.key, r.root.id());
+        }
+        self.pull_quiet(s);
+        Ok(())
+    }
+
+    /// The summary line of a pull, on stderr (used where stdout belongs to another result).
+    pub fn pull_quiet(&self, s: &cairn_remote::PullSummary) {
+        if self.json {
+            return;
+        }
+        eprintln!(
+            "pulled {} keys: {} objects received ({} bytes), {} already here; {} requests ({} GET, {} HEAD) in {:.2}s",
+            s.keys.len(),
+            s.objects_received,
+            s.bytes_received,
+            s.objects_skipped,
+            s.requests.gets + s.requests.heads + s.requests.puts,
+            s.requests.gets,
+            s.requests.heads,
+            s.seconds
+        );
+    }
+
+    pub fn remotes(&self, c: &cairn_remote::Config) -> Result<()> {
+        if self.json {
+            return print_json(c);
+        }
+        for (name, r) in &c.remotes {
+            let mut flags = Vec::new();
+            if c.default_remote.as_deref() == Some(name.as_str()) {
+                flags.push("default");
+            }
+            if r.read_only {
+                flags.push("read-only");
+            }
+            if r.write_only {
+                flags.push("write-only");
+            }
+            println!("{name}\t{}\t{}", r.url, flags.join(","));
+        }
+        Ok(())
+    }
+}
+
 fn list(
     closure: &cairn_store::Closure,
     id: cairn_store::Id,
