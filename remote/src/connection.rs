@@ -24,6 +24,8 @@ use crate::error::{RemoteError, Result};
 
 /// Name of the file that marks a remote's layout version.
 pub const LAYOUT_FILE: &str = "cairn-remote.json";
+/// Extra sends of an idempotent PUT whose response was lost (see [`Remote::put`]).
+pub const PUT_RESENDS: usize = 3;
 /// The layout version this code writes and reads.
 pub const LAYOUT_VERSION: u32 = 1;
 
@@ -367,27 +369,46 @@ impl Remote {
         }
     }
 
-    /// PUT a whole object (atomic: readers see all of it or none of it).
+    /// PUT a whole object (atomic: readers see all of it or none of it). Every PUT cairn makes
+    /// is idempotent (content-addressed packs, whole key records), so besides object_store's own
+    /// retries of 5xx and timeouts, a request whose response was lost (a reset after the server
+    /// stored the object, which object_store reports as a generic error and does not retry) is
+    /// sent again, up to [`PUT_RESENDS`] times.
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
         if self.read_only {
             return Err(RemoteError::ReadOnly(self.url.clone()));
         }
-        self.counters.puts.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .bytes_up
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        self.store
-            .put_opts(
-                path,
-                PutPayload::from_bytes(bytes),
-                PutOptions {
-                    mode: PutMode::Overwrite,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(self.request_err(path))?;
-        Ok(())
+        let mut attempt = 0;
+        loop {
+            self.counters.puts.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .bytes_up
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            let r = self
+                .store
+                .put_opts(
+                    path,
+                    PutPayload::from_bytes(bytes.clone()),
+                    PutOptions {
+                        mode: PutMode::Overwrite,
+                        ..Default::default()
+                    },
+                )
+                .await;
+            match r {
+                Ok(_) => return Ok(()),
+                Err(object_store::Error::Generic { .. })
+                    if attempt < PUT_RESENDS.min(self.opts.retries) =>
+                {
+                    attempt += 1;
+                    tracing::debug!(
+                        "{path}: resending PUT after a lost response (attempt {attempt})"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+                }
+                Err(e) => return Err(self.request_err(path)(e)),
+            }
+        }
     }
 
     /// A writer that uploads in parts once the data outgrows one request.

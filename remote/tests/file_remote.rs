@@ -24,11 +24,20 @@ fn tree(root: &Path, files: usize) {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(&p, format!("file number {i} {}", "x".repeat(i % 300))).unwrap();
     }
-    fs::write(root.join("big.bin"), (0..10_000_000u32).map(|i| (i * 7 % 251) as u8).collect::<Vec<_>>()).unwrap();
+    fs::write(
+        root.join("big.bin"),
+        (0..10_000_000u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -39,28 +48,43 @@ fn push_pull_round_trip_with_few_requests() {
     let a = store(&t.path().join("a"));
     let key = Key::new("app/v1").unwrap();
     let (_, rec) = a
-        .put(&key, &src, &IngestOptions::default(), Default::default(), &NoProgress)
+        .put(
+            &key,
+            &src,
+            &IngestOptions::default(),
+            Default::default(),
+            &NoProgress,
+        )
         .unwrap();
     let rt = rt();
     let r = remote(&t.path().join("remote"));
-    let s = rt.block_on(push(&a, &r, std::slice::from_ref(&key), &NoProgress)).unwrap();
+    let s = rt
+        .block_on(push(&a, &r, std::slice::from_ref(&key), &NoProgress))
+        .unwrap();
     assert!(s.requests.puts <= 50, "{s:?}");
     assert_eq!(s.standalone_blobs, 1, "the 10 MB file goes on its own");
 
     // Again: nothing to send.
     let r2 = remote(&t.path().join("remote"));
-    let s2 = rt.block_on(push(&a, &r2, std::slice::from_ref(&key), &NoProgress)).unwrap();
+    let s2 = rt
+        .block_on(push(&a, &r2, std::slice::from_ref(&key), &NoProgress))
+        .unwrap();
     assert_eq!(s2.objects_sent, 0, "{s2:?}");
 
     // A second store pulls it back.
     let b = store(&t.path().join("b"));
     let r3 = remote(&t.path().join("remote"));
-    let p = rt.block_on(pull(&b, &r3, std::slice::from_ref(&key), &NoProgress)).unwrap();
+    let p = rt
+        .block_on(pull(&b, &r3, std::slice::from_ref(&key), &NoProgress))
+        .unwrap();
     assert!(p.requests.gets <= 50, "{p:?}");
     assert_eq!(p.keys[0].root, rec.root);
     let out = t.path().join("out");
     b.materialize(&rec.root, &out, false, &NoProgress).unwrap();
-    assert_eq!(Store::hash(&out, &IngestOptions::default()).unwrap().root, rec.root);
+    assert_eq!(
+        Store::hash(&out, &IngestOptions::default()).unwrap().root,
+        rec.root
+    );
     assert!(b.verify(&[], &NoProgress).unwrap().is_clean());
 }
 
@@ -71,11 +95,23 @@ fn a_tampered_object_fails_the_pull_and_binds_nothing() {
     tree(&src, 50);
     let a = store(&t.path().join("a"));
     let key = Key::new("app/v1").unwrap();
-    a.put(&key, &src, &IngestOptions::default(), Default::default(), &NoProgress)
-        .unwrap();
+    a.put(
+        &key,
+        &src,
+        &IngestOptions::default(),
+        Default::default(),
+        &NoProgress,
+    )
+    .unwrap();
     let rt = rt();
     let rdir = t.path().join("remote");
-    rt.block_on(push(&a, &remote(&rdir), std::slice::from_ref(&key), &NoProgress)).unwrap();
+    rt.block_on(push(
+        &a,
+        &remote(&rdir),
+        std::slice::from_ref(&key),
+        &NoProgress,
+    ))
+    .unwrap();
     // Flip a byte in the middle of every pack.
     for entry in walk(&rdir.join("packs")) {
         if entry.extension().is_some_and(|e| e == "pack") {
@@ -87,10 +123,18 @@ fn a_tampered_object_fails_the_pull_and_binds_nothing() {
     }
     let b = store(&t.path().join("b"));
     let err = rt
-        .block_on(pull(&b, &remote(&rdir), std::slice::from_ref(&key), &NoProgress))
+        .block_on(pull(
+            &b,
+            &remote(&rdir),
+            std::slice::from_ref(&key),
+            &NoProgress,
+        ))
         .unwrap_err();
     assert!(matches!(err, RemoteError::Corrupt { .. }), "{err}");
-    assert!(err.to_string().contains("blake3:"), "names the object: {err}");
+    assert!(
+        err.to_string().contains("blake3:"),
+        "names the object: {err}"
+    );
     assert!(b.keys("").unwrap().is_empty());
     assert!(b.verify(&[], &NoProgress).unwrap().is_clean());
 }
