@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # cairn end to end: build cairn, store a real build output (cairn's own release build and its
-# docs), restore it elsewhere, check it byte for byte, export it twice to show the archive is
-# deterministic, re-import the archive, verify the store and show what gc would collect.
+# docs), push it to a file:// remote, restore it on a "second machine" (a cold store) from that
+# remote, check it byte for byte, export it twice to show the archive is deterministic,
+# re-import the archive, verify the store and show what gc would collect.
 #
-# Uses a throwaway store unless CAIRN_STORE is set (the default store is ~/.cache/cairn).
+# Uses a throwaway store, remote and config unless CAIRN_STORE / CAIRN_CONFIG are set (the
+# default store is ~/.cache/cairn).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,7 @@ CAIRN=$(realpath "${CARGO_TARGET_DIR:-target}")/release/cairn
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export CAIRN_STORE=${CAIRN_STORE:-$work/store}
+export CAIRN_CONFIG=${CAIRN_CONFIG:-$work/config.toml}
 
 say "assembling a build output: the cairn binary, README and docs"
 mkdir -p "$work/dist/bin"
@@ -32,10 +35,15 @@ echo "root: $id"
 say "cairn put again: nothing new is stored"
 "$CAIRN" --json put "$key" "$work/dist" | grep -E '"new_blobs"'
 
-say "cairn get $key into a fresh folder, then compare"
-"$CAIRN" get "$key" "$work/restored"
+say "cairn remote add origin file://$work/remote; cairn push origin $key"
+"$CAIRN" remote add origin "file://$work/remote"
+"$CAIRN" push origin "$key"
+
+say "another machine: a cold store gets $key through the remote, then compare"
+"$CAIRN" --store "$work/other-store" get "$key" "$work/restored" --remote origin
 diff -r "$work/dist" "$work/restored" && echo "restored tree is identical"
 "$work/restored/bin/cairn" --version
+"$CAIRN" --store "$work/other-store" verify
 
 say "cairn export, twice: byte-identical archives"
 "$CAIRN" export "$key" -o "$work/a.tar.zst"
