@@ -126,7 +126,7 @@ pub async fn push(
     let checks = futures::stream::iter(distinct.into_iter().map(
         |((is_pack, target), ids)| async move {
             let path = if is_pack {
-                remote.pack_path(&target)
+                remote.index_path(&target) // written after its pack: present means both are
             } else {
                 remote.blob_path(&target)
             };
