@@ -64,6 +64,19 @@ pub struct Global {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new ed25519 key pair: DIR/NAME.secret (mode 0600) and DIR/NAME.pub
+    Generate {
+        name: String,
+        /// Where to write them [default: $XDG_CONFIG_HOME/cairn/keys]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Print the public key line (NAME:BASE64) of a secret or public key file
+    Show { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RemoteCommand {
     /// Add (or replace) a remote
     Add {
@@ -116,6 +129,9 @@ pub enum Command {
         /// Push the key to this remote (name or URL) after storing it
         #[arg(long, value_name = "REMOTE")]
         push: Option<String>,
+        /// Sign the record with this secret key file [default: signing-key from the config]
+        #[arg(long, value_name = "FILE")]
+        sign: Option<PathBuf>,
     },
     /// Store a file or folder without binding a key; prints its id
     Add {
@@ -185,6 +201,9 @@ pub enum Command {
     Cat {
         target: String,
         path: Option<String>,
+        /// Print the attachment NAME of the key instead
+        #[arg(long, value_name = "NAME", conflicts_with = "path")]
+        attachment: Option<String>,
     },
     /// Show a key's history of bindings
     Log { key: String },
@@ -195,9 +214,39 @@ pub enum Command {
     /// Exit status: 0 clean, 1 could not run, 8 bit set if an object is corrupt, 16 bit set if
     /// an object is missing.
     Verify {
-        /// Keys or ids to check (default: the whole store)
+        /// Keys or ids to check (default: the whole store; with --remote, the keys to audit)
         targets: Vec<String>,
+        /// Also check every local record's signatures against the trusted keys (bit 32 of the
+        /// exit status if one lacks a valid trusted signature)
+        #[arg(long)]
+        signatures: bool,
+        /// Audit KEYs on this remote instead, binding nothing locally: fetch and hash every
+        /// object, check signatures, print a JSON report
+        #[arg(long, value_name = "REMOTE", requires = "targets")]
+        remote: Option<String>,
     },
+    /// Sign a key's record (adds a signature; records may carry several)
+    Sign {
+        key: String,
+        /// Secret key file [default: signing-key from the config]
+        #[arg(long = "key-file", value_name = "FILE")]
+        key_file: Option<PathBuf>,
+    },
+    /// Attach a file (provenance, SBOM, log) to a key; drops signatures, which no longer cover it
+    Attach {
+        key: String,
+        /// Name of the attachment: [A-Za-z0-9._-]
+        name: String,
+        file: PathBuf,
+        /// Sign the updated record with this secret key file
+        #[arg(long, value_name = "FILE")]
+        sign: Option<PathBuf>,
+    },
+    /// List a key's attachments
+    Attachments { key: String },
+    /// Signing keys
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Delete objects no key reaches
     Gc {
         /// Report what would be deleted, delete nothing

@@ -1,6 +1,7 @@
 //! The `cairn` binary: parses arguments, calls `cairn-store`, prints results.
 
 mod args;
+mod keys;
 mod output;
 mod progress;
 
@@ -16,7 +17,7 @@ use cairn_store::{
 };
 use clap::{CommandFactory, Parser};
 
-use args::{Cli, Command, Global, RemoteCommand};
+use args::{Cli, Command, Global, KeyCommand, RemoteCommand};
 use cairn_remote::{Config, Remote, RemoteConfig, RemoteError, TransferOptions};
 
 /// Exit status when a command fails.
@@ -25,6 +26,8 @@ const EXIT_ERROR: u8 = 1;
 const EXIT_CORRUPT: u8 = 8;
 /// `verify` exit bit: some object is missing.
 const EXIT_MISSING: u8 = 16;
+/// `verify` exit bit: some record lacks a valid signature by a trusted key.
+const EXIT_UNTRUSTED: u8 = 32;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -161,10 +164,12 @@ fn pull_fallback(
     for name in names {
         let attempt = (|| -> Result<bool> {
             let remote = open_remote(g, &config, &name)?;
+            let trust = config.trust_for(&name, &config_path(g)?)?;
             match rt.block_on(cairn_remote::pull(
                 store,
                 &remote,
                 std::slice::from_ref(key),
+                &trust,
                 progress,
             )) {
                 Ok(summary) => {
@@ -185,6 +190,21 @@ fn pull_fallback(
         }
     }
     Ok(false)
+}
+
+/// The secret key to sign with: `explicit`, else the config's `signing-key`, else none.
+fn signing_key(
+    g: &Global,
+    explicit: Option<&std::path::Path>,
+) -> Result<Option<cairn_store::SecretKey>> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => match Config::load(&config_path(g)?)?.signing_key {
+            Some(p) => p,
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(keys::load_secret(&path)?))
 }
 
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
@@ -212,6 +232,7 @@ fn run(cli: Cli) -> Result<u8> {
             ingest,
             label,
             push,
+            sign,
         } => {
             let key = Key::new(&key)?;
             let labels = parse_labels(&label)?;
@@ -224,6 +245,10 @@ fn run(cli: Cli) -> Result<u8> {
                 store.put_archive(&key, &path, &opts, labels)?
             } else {
                 store.put(&key, &path, &opts, labels, progress)?
+            };
+            let rec = match signing_key(g, sign.as_deref())? {
+                Some(sk) => store.add_signature(&rec, sk.sign(&rec))?,
+                None => rec,
             };
             out.put(&added, Some(&rec))?;
             if let Some(remote) = push {
@@ -304,9 +329,26 @@ fn run(cli: Cli) -> Result<u8> {
                 }
             }
         }
-        Command::Cat { target, path } => {
+        Command::Cat {
+            target,
+            path,
+            attachment,
+        } => {
             let store = open_store(g)?;
-            let root = store.resolve(&target)?;
+            let root = match attachment {
+                Some(name) => {
+                    let rec = store.record(&Key::new(&target)?)?;
+                    let a = rec
+                        .attachments
+                        .get(&name)
+                        .with_context(|| format!("key {target} has no attachment {name:?}"))?;
+                    Root::File {
+                        id: a.id,
+                        executable: false,
+                    }
+                }
+                None => store.resolve(&target)?,
+            };
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
             store.cat(&root, path.as_deref(), &mut lock)?;
@@ -321,14 +363,54 @@ fn run(cli: Cli) -> Result<u8> {
             let rec = store.remove_key(&Key::new(&key)?)?;
             out.removed(&rec)?;
         }
-        Command::Verify { targets } => {
+        Command::Verify {
+            targets,
+            signatures,
+            remote,
+        } => {
+            if let Some(remote) = remote {
+                let config = Config::load(&config_path(g)?)?;
+                let trust = config.trust_for(&remote, &config_path(g)?)?;
+                let remote = open_remote(g, &config, &remote)?;
+                let keys: Vec<Key> = targets
+                    .iter()
+                    .map(|k| Key::new(k))
+                    .collect::<Result<_, _>>()?;
+                let report = runtime()?.block_on(cairn_remote::audit(&remote, &keys, &trust))?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                let mut code = 0;
+                for k in &report.keys {
+                    if !k.corrupt.is_empty() {
+                        code |= EXIT_CORRUPT;
+                    }
+                    if !k.missing.is_empty() || k.root.is_none() {
+                        code |= EXIT_MISSING;
+                    }
+                    if trust.required && !k.trusted {
+                        code |= EXIT_UNTRUSTED;
+                    }
+                }
+                return Ok(code);
+            }
             let store = open_store(g)?;
             let roots: Vec<Root> = targets
                 .iter()
                 .map(|t| store.resolve(t))
                 .collect::<Result<_, _>>()?;
             let report = store.verify(&roots, progress)?;
-            out.verify(&report)?;
+            let untrusted = if signatures {
+                let config = Config::load(&config_path(g)?)?;
+                let trust = config.trust_for("", &config_path(g)?)?;
+                store
+                    .keys("")?
+                    .iter()
+                    .filter_map(|r| cairn_store::sign::check_trusted(r, &trust.trusted).err())
+                    .map(|e| e.to_string())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            out.verify(&report, signatures.then_some(untrusted.as_slice()))?;
             let mut code = 0;
             if report.any_corrupt() {
                 code |= EXIT_CORRUPT;
@@ -336,8 +418,59 @@ fn run(cli: Cli) -> Result<u8> {
             if report.any_missing() {
                 code |= EXIT_MISSING;
             }
+            if !untrusted.is_empty() {
+                code |= EXIT_UNTRUSTED;
+            }
             return Ok(code);
         }
+        Command::Sign { key, key_file } => {
+            let store = open_store(g)?;
+            let sk = signing_key(g, key_file.as_deref())?
+                .context("no signing key: give --key-file or set signing-key in the config")?;
+            let rec = store.record(&Key::new(&key)?)?;
+            let rec = store.add_signature(&rec, sk.sign(&rec))?;
+            out.record(&rec)?;
+        }
+        Command::Attach {
+            key,
+            name,
+            file,
+            sign,
+        } => {
+            let store = open_store(g)?;
+            let key = Key::new(&key)?;
+            let (rec, dropped) = store.attach(&key, &name, &file)?;
+            let rec = match signing_key(g, sign.as_deref())? {
+                Some(sk) => store.add_signature(&rec, sk.sign(&rec))?,
+                None => {
+                    if dropped > 0 {
+                        tracing::warn!(
+                            "{key}: {dropped} signature(s) no longer cover the record and were removed; sign it again"
+                        );
+                    }
+                    rec
+                }
+            };
+            out.attachments(&rec)?;
+        }
+        Command::Attachments { key } => {
+            let store = open_store(g)?;
+            out.attachments(&store.record(&Key::new(&key)?)?)?;
+        }
+        Command::Key(cmd) => match cmd {
+            KeyCommand::Generate { name, dir } => {
+                let dir = match dir {
+                    Some(d) => d,
+                    None => config_path(g)?
+                        .parent()
+                        .map(|p| p.join("keys"))
+                        .context("no config folder for keys: give --dir")?,
+                };
+                let out_line = keys::generate(&name, &dir)?;
+                println!("{out_line}");
+            }
+            KeyCommand::Show { file } => println!("{}", keys::public_line(&file)?),
+        },
         Command::Gc { dry_run } => {
             let store = open_store(g)?;
             out.gc(&store.gc(dry_run)?)?;
@@ -357,10 +490,11 @@ fn run(cli: Cli) -> Result<u8> {
             let store = open_store(g)?;
             let keys: Vec<Key> = keys.iter().map(|k| Key::new(k)).collect::<Result<_, _>>()?;
             let config = Config::load(&config_path(g)?)?;
+            let trust = config.trust_for(&remote, &config_path(g)?)?;
             let r = (|| -> Result<()> {
                 let remote = open_remote(g, &config, &remote)?;
-                let summary =
-                    runtime()?.block_on(cairn_remote::pull(&store, &remote, &keys, progress))?;
+                let summary = runtime()?
+                    .block_on(cairn_remote::pull(&store, &remote, &keys, &trust, progress))?;
                 out.pull(&summary)
             })();
             soften(g, r)?;
@@ -385,6 +519,7 @@ fn run(cli: Cli) -> Result<u8> {
                         read_only,
                         write_only,
                         options: parse_labels(&options)?.into_iter().collect(),
+                        ..RemoteConfig::default()
                     };
                     // Fail now, not at the first push, if object_store can't use it.
                     Remote::open(&name, &cfg, &TransferOptions::default())?;

@@ -126,6 +126,12 @@ impl Out {
         for (k, v) in &r.labels {
             println!("label:   {k}={v}");
         }
+        for (name, a) in &r.attachments {
+            println!("attach:  {name} {} ({} bytes)", a.id, a.size);
+        }
+        for s in &r.signatures {
+            println!("signed:  {}", s.key);
+        }
         Ok(())
     }
 
@@ -194,10 +200,11 @@ impl Out {
         Ok(())
     }
 
-    pub fn verify(&self, r: &VerifyReport) -> Result<()> {
+    pub fn verify(&self, r: &VerifyReport, untrusted: Option<&[String]>) -> Result<()> {
         if self.json {
             return print_json(&json!({
-                "clean": r.is_clean(),
+                "clean": r.is_clean() && untrusted.is_none_or(|u| u.is_empty()),
+                "untrusted": untrusted,
                 "blobs": r.blobs,
                 "bytes": r.bytes,
                 "trees": r.trees,
@@ -207,6 +214,9 @@ impl Out {
         }
         for p in &r.problems {
             println!("{:?} {} {}: {}", p.fault, p.object, p.id, p.detail);
+        }
+        for u in untrusted.unwrap_or_default() {
+            println!("Untrusted {u}");
         }
         eprintln!(
             "verified {} blobs ({} bytes), {} trees, {} keys: {}",
@@ -291,6 +301,16 @@ impl Out {
             s.requests.heads,
             s.seconds
         );
+    }
+
+    pub fn attachments(&self, rec: &KeyRecord) -> Result<()> {
+        if self.json {
+            return print_json(&rec.attachments);
+        }
+        for (name, a) in &rec.attachments {
+            println!("{name}\t{}\t{}", a.id, a.size);
+        }
+        Ok(())
     }
 
     pub fn remotes(&self, c: &cairn_remote::Config) -> Result<()> {

@@ -31,6 +31,12 @@ pub struct RemoteConfig {
     /// Options passed to object_store's builder (`aws_endpoint`, `google_service_account`, …).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Overrides the global `require-signatures` for pulls from this remote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_signatures: Option<bool>,
+    /// Public keys (`NAME:BASE64`) trusted for this remote, besides the global ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<String>,
 }
 
 /// The whole configuration file.
@@ -40,9 +46,27 @@ pub struct Config {
     /// Remotes tried, in order, by `get` and used by `push` when none is named.
     #[serde(default)]
     pub default_remote: Option<String>,
+    /// Secret key file used by `put` and `sign` when `--sign` is not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<PathBuf>,
+    /// Public keys (`NAME:BASE64`, Nix's format) whose signatures a pull accepts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<String>,
+    /// Refuse to pull a record without a valid signature by a trusted key.
+    #[serde(default)]
+    pub require_signatures: bool,
     /// Named remotes.
     #[serde(default)]
     pub remotes: BTreeMap<String, RemoteConfig>,
+}
+
+/// What a pull demands of a record's signatures.
+#[derive(Clone, Debug, Default)]
+pub struct TrustPolicy {
+    /// Refuse records without a valid signature by one of `trusted`.
+    pub required: bool,
+    /// The trusted public keys.
+    pub trusted: Vec<cairn_store::PublicKey>,
 }
 
 impl Config {
@@ -64,6 +88,24 @@ impl Config {
         let tmp = dir.join(format!(".config.toml.{}", std::process::id()));
         std::fs::write(&tmp, text).map_err(|e| config_err(path, e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| config_err(path, e.to_string()))
+    }
+
+    /// The trust policy for pulls from the remote `name` (an unnamed URL gets the global one).
+    pub fn trust_for(&self, name: &str, path: &Path) -> Result<TrustPolicy> {
+        let remote = self.remotes.get(name);
+        let lines = self
+            .trusted_keys
+            .iter()
+            .chain(remote.into_iter().flat_map(|r| r.trusted_keys.iter()));
+        let trusted = lines
+            .map(|l| cairn_store::PublicKey::parse(l).map_err(|e| config_err(path, e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TrustPolicy {
+            required: remote
+                .and_then(|r| r.require_signatures)
+                .unwrap_or(self.require_signatures),
+            trusted,
+        })
     }
 
     /// The remote called `name_or_url`, or an unnamed one if it is a URL.

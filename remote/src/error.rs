@@ -49,6 +49,14 @@ pub enum RemoteError {
         /// The object.
         object: String,
     },
+    /// A record refused by the trust policy.
+    #[error("remote {remote}: {reason}")]
+    Untrusted {
+        /// The remote's URL.
+        remote: String,
+        /// Which key, and the signers found.
+        reason: String,
+    },
     /// A write to a remote configured read-only.
     #[error("remote {0} is read-only")]
     ReadOnly(String),

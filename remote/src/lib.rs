@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+mod audit;
 pub mod config;
 mod connection;
 mod error;
@@ -20,7 +21,8 @@ mod pull;
 mod push;
 mod record;
 
-pub use config::{Config, RemoteConfig};
+pub use audit::{AuditReport, KeyAudit, SignatureAudit, audit};
+pub use config::{Config, RemoteConfig, TrustPolicy};
 pub use connection::{LAYOUT_FILE, LAYOUT_VERSION, Remote, RequestCounts, TransferOptions};
 pub use error::{RemoteError, Result};
 pub use ledger::{Ledger, Location};

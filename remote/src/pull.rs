@@ -10,6 +10,7 @@ use cairn_store::{EntryKind, Id, Import, ImportBlob, Key, KeyRecord, Progress, R
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::config::TrustPolicy;
 use crate::connection::{Remote, RequestCounts};
 use crate::error::{RemoteError, Result};
 use crate::ledger::{Ledger, Location};
@@ -64,9 +65,9 @@ pub async fn fetch_record(remote: &Remote, key: &Key) -> Result<Option<RemoteRec
 
 /// Where a needed object is and what it is.
 #[derive(Clone, Copy, Debug)]
-struct Placed {
-    pack: Id,
-    entry: IndexEntry,
+pub(crate) struct Placed {
+    pub(crate) pack: Id,
+    pub(crate) entry: IndexEntry,
 }
 
 /// Pulls `keys` from `remote` into `store` and binds them.
@@ -74,6 +75,7 @@ pub async fn pull(
     store: &Store,
     remote: &Remote,
     keys: &[Key],
+    trust: &TrustPolicy,
     progress: &dyn Progress,
 ) -> Result<PullSummary> {
     let start = Instant::now();
@@ -94,7 +96,18 @@ pub async fn pull(
     let mut records = Vec::new();
     for key in keys {
         match fetch_record(remote, key).await? {
-            Some(rr) => records.push(rr),
+            Some(rr) => {
+                // Before any object is fetched: who bound this key?
+                if trust.required {
+                    cairn_store::sign::check_trusted(&rr.record, &trust.trusted).map_err(|e| {
+                        RemoteError::Untrusted {
+                            remote: remote.url().to_string(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                }
+                records.push(rr)
+            }
             None => {
                 return Err(RemoteError::NoSuchKey {
                     remote: remote.url().to_string(),
@@ -168,6 +181,9 @@ pub async fn pull(
             key: rr.record.key.to_string(),
             object: object.to_string(),
         };
+        for a in rr.record.attachments.values() {
+            needed_blobs.insert(a.id, a.size);
+        }
         let mut stack = match rr.record.root {
             Root::File { id, .. } => {
                 let size = placed
@@ -306,7 +322,7 @@ pub async fn pull(
 }
 
 /// Coalesced ranges of one pack: (start, end, members).
-fn ranges_of(mut members: Vec<Placed>) -> Vec<(u64, u64, Vec<Placed>)> {
+pub(crate) fn ranges_of(mut members: Vec<Placed>) -> Vec<(u64, u64, Vec<Placed>)> {
     members.sort_by_key(|p| p.entry.offset);
     let mut out: Vec<(u64, u64, Vec<Placed>)> = Vec::new();
     for p in members {

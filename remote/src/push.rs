@@ -78,7 +78,7 @@ pub async fn push(
     let mut closure_of: Vec<Vec<Id>> = Vec::new();
     for key in keys {
         let rec = store.record(key)?;
-        let c = store.closure_objects(&rec.root)?;
+        let c = store.record_closure(&rec)?;
         let mut ids = Vec::with_capacity(c.trees.len() + c.blobs.len());
         for (id, bytes) in c.trees {
             ids.push(id);

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use cairn_remote::{Remote, RemoteConfig, RemoteError, TransferOptions, pull, push};
+use cairn_remote::{Remote, RemoteConfig, RemoteError, TransferOptions, TrustPolicy, pull, push};
 use cairn_store::{IngestOptions, Key, NoProgress, Store, StoreOptions};
 
 fn store(p: &Path) -> Store {
@@ -75,7 +75,13 @@ fn push_pull_round_trip_with_few_requests() {
     let b = store(&t.path().join("b"));
     let r3 = remote(&t.path().join("remote"));
     let p = rt
-        .block_on(pull(&b, &r3, std::slice::from_ref(&key), &NoProgress))
+        .block_on(pull(
+            &b,
+            &r3,
+            std::slice::from_ref(&key),
+            &TrustPolicy::default(),
+            &NoProgress,
+        ))
         .unwrap();
     assert!(p.requests.gets <= 50, "{p:?}");
     assert_eq!(p.keys[0].root, rec.root);
@@ -127,6 +133,7 @@ fn a_tampered_object_fails_the_pull_and_binds_nothing() {
             &b,
             &remote(&rdir),
             std::slice::from_ref(&key),
+            &TrustPolicy::default(),
             &NoProgress,
         ))
         .unwrap_err();
@@ -150,4 +157,99 @@ fn walk(d: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn required_signatures_refuse_unsigned_and_untrusted_records() {
+    use cairn_store::SecretKey;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(&src, 20);
+    let a = store(&t.path().join("a"));
+    let key = Key::new("app/signed").unwrap();
+    let (_, rec) = a
+        .put(
+            &key,
+            &src,
+            &IngestOptions::default(),
+            Default::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    let ci = SecretKey::generate("ci").unwrap();
+    let evil = SecretKey::generate("evil").unwrap();
+    let rt = rt();
+    let rdir = t.path().join("remote");
+    let policy = TrustPolicy {
+        required: true,
+        trusted: vec![ci.public()],
+    };
+    let b = store(&t.path().join("b"));
+    let pull_b = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(pull(
+            &b,
+            &remote(&rdir),
+            std::slice::from_ref(&key),
+            &policy,
+            &NoProgress,
+        ))
+    };
+
+    // Unsigned: refused before any object is fetched, nothing bound.
+    rt.block_on(push(
+        &a,
+        &remote(&rdir),
+        std::slice::from_ref(&key),
+        &NoProgress,
+    ))
+    .unwrap();
+    let err = pull_b(&rt).unwrap_err();
+    assert!(err.to_string().contains("signatures found: none"), "{err}");
+    assert!(b.keys("").unwrap().is_empty());
+
+    // Signed by an untrusted key: refused, naming the signer.
+    a.add_signature(&rec, evil.sign(&rec)).unwrap();
+    rt.block_on(push(
+        &a,
+        &remote(&rdir),
+        std::slice::from_ref(&key),
+        &NoProgress,
+    ))
+    .unwrap();
+    let err = pull_b(&rt).unwrap_err();
+    assert!(err.to_string().contains("evil (not trusted)"), "{err}");
+
+    // Signed by the trusted key: accepted, signatures carried along.
+    let rec = a.record(&key).unwrap();
+    a.add_signature(&rec, ci.sign(&rec)).unwrap();
+    rt.block_on(push(
+        &a,
+        &remote(&rdir),
+        std::slice::from_ref(&key),
+        &NoProgress,
+    ))
+    .unwrap();
+    let s = pull_b(&rt).unwrap();
+    assert_eq!(s.keys[0].signatures.len(), 2);
+
+    // A record re-pointed on the remote (root changed, signature kept) is refused.
+    let kp = rdir.join("keys/app/signed.key");
+    let mut rr: cairn_remote::RemoteRecord =
+        serde_json::from_slice(&fs::read(&kp).unwrap()).unwrap();
+    rr.record.root = cairn_store::Root::Tree {
+        id: cairn_store::Id::of(b"elsewhere"),
+    };
+    fs::write(&kp, serde_json::to_vec(&rr).unwrap()).unwrap();
+    let c = store(&t.path().join("c"));
+    let err = rt
+        .block_on(pull(
+            &c,
+            &remote(&rdir),
+            std::slice::from_ref(&key),
+            &policy,
+            &NoProgress,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("ci (invalid)"), "{err}");
+    assert!(c.keys("").unwrap().is_empty());
 }

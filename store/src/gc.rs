@@ -62,10 +62,12 @@ impl Store {
                         k.value()
                     ))
                 })?;
-                match rec.root {
-                    Root::Tree { id } => stack.push(id),
-                    Root::File { id, .. } => {
-                        live_blobs.insert(id);
+                for root in rec.roots() {
+                    match root {
+                        Root::Tree { id } => stack.push(id),
+                        Root::File { id, .. } => {
+                            live_blobs.insert(id);
+                        }
                     }
                 }
             }

@@ -129,6 +129,49 @@ pub struct KeyRecord {
     /// Free-form labels given with `--label k=v`.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Files stored next to the output (provenance, SBOMs, logs), by name. Part of the closure.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attachments: BTreeMap<String, Attachment>,
+    /// Signatures of the record's fingerprint (see `sign`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<crate::sign::Signature>,
+}
+
+/// A file attached to a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Blob id of its content.
+    pub id: Id,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Checks an attachment name: 1 to 128 characters of `[A-Za-z0-9._-]`, not starting with `.`.
+pub fn check_attachment_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 128
+        || name.starts_with('.')
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(format!(
+            "invalid attachment name {name:?}: use 1-128 characters of [A-Za-z0-9._-], not starting with '.'"
+        ));
+    }
+    Ok(())
+}
+
+impl KeyRecord {
+    /// Every root the record keeps alive: its output and its attachments.
+    pub fn roots(&self) -> Vec<Root> {
+        let mut out = vec![self.root];
+        out.extend(self.attachments.values().map(|a| Root::File {
+            id: a.id,
+            executable: false,
+        }));
+        out
+    }
 }
 
 /// What happened to a key, for `cairn log`.

@@ -34,6 +34,7 @@ mod key;
 mod lock;
 mod materialize;
 mod progress;
+pub mod sign;
 mod store;
 mod transfer;
 pub mod tree;
@@ -45,10 +46,14 @@ pub use gc::GcReport;
 pub use id::{ID_PREFIX, Id, IdParseError};
 pub use index::LAYOUT_VERSION;
 pub use ingest::{IngestOptions, Totals};
-pub use key::{Key, KeyError, KeyRecord, LogAction, LogEntry, MAX_KEY_LEN, Root};
+pub use key::{
+    Attachment, Key, KeyError, KeyRecord, LogAction, LogEntry, MAX_KEY_LEN, Root,
+    check_attachment_name,
+};
 pub use lock::GcLock;
 pub use materialize::MaterializeStats;
 pub use progress::{NoProgress, Progress};
+pub use sign::{PublicKey, SecretKey, SignError, Signature};
 pub use store::{
     Added, Closure, DEFAULT_COMPRESSION_LEVEL, DEFAULT_LOCK_TIMEOUT, Store, StoreOptions,
 };

@@ -288,6 +288,8 @@ impl Store {
             size: totals.size,
             files: totals.files,
             labels,
+            attachments: BTreeMap::new(),
+            signatures: Vec::new(),
         };
         self.bind_record(txn, rec)
     }
@@ -335,6 +337,87 @@ impl Store {
             .map_or(0, |(k, _)| k.value().1 + 1);
         let json = serde_json::to_vec(&entry).expect("log entries serialize");
         log.insert((key.as_str(), next), json.as_slice())
+            .map_err(self.index.db())?;
+        Ok(())
+    }
+
+    /// Stores the file at `path` and attaches it to `key` as `name` (replacing an attachment of
+    /// that name). Signatures on the record no longer cover it, so they are dropped; the new
+    /// record is returned with the number of signatures dropped.
+    pub fn attach(&self, key: &Key, name: &str, path: &Path) -> Result<(KeyRecord, usize)> {
+        crate::key::check_attachment_name(name).map_err(|reason| Error::Unsupported {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        let _lock = self.lock(LockMode::Shared)?;
+        let opts = IngestOptions::default();
+        let (built, stored) = self.ingest_path(path, &opts, &crate::progress::NoProgress)?;
+        let Root::File { id, .. } = built.root else {
+            return Err(Error::Unsupported {
+                path: path.to_path_buf(),
+                reason: "an attachment must be a regular file".into(),
+            });
+        };
+        self.commit(&built, &stored, None)?;
+        self.index.write(|txn| {
+            let mut rec = self
+                .record_in_txn(txn, key.as_str())?
+                .ok_or_else(|| Error::UnknownKey(key.to_string()))?;
+            rec.attachments.insert(
+                name.to_string(),
+                crate::key::Attachment {
+                    id,
+                    size: built.totals.size,
+                },
+            );
+            let dropped = std::mem::take(&mut rec.signatures).len();
+            self.write_record(txn, &rec)?;
+            Ok((rec, dropped))
+        })
+    }
+
+    /// Adds `sig` to `key`'s record, provided the record is still `signed` (apart from its
+    /// signatures): a record rebound meanwhile is never given a signature meant for another.
+    /// A signature by the same key name replaces the old one.
+    pub fn add_signature(
+        &self,
+        signed: &KeyRecord,
+        sig: crate::sign::Signature,
+    ) -> Result<KeyRecord> {
+        self.index.write(|txn| {
+            let key = signed.key.as_str();
+            let mut rec = self
+                .record_in_txn(txn, key)?
+                .ok_or_else(|| Error::UnknownKey(key.to_string()))?;
+            let mut a = rec.clone();
+            a.signatures.clear();
+            let mut b = signed.clone();
+            b.signatures.clear();
+            if a != b {
+                return Err(Error::UnknownKey(format!(
+                    "{key} (its record changed while it was being signed; sign again)"
+                )));
+            }
+            rec.signatures.retain(|s| s.key != sig.key);
+            rec.signatures.push(sig);
+            rec.signatures.sort();
+            self.write_record(txn, &rec)?;
+            Ok(rec)
+        })
+    }
+
+    fn record_in_txn(&self, txn: &WriteTransaction, key: &str) -> Result<Option<KeyRecord>> {
+        let keys = txn.open_table(KEYS).map_err(self.index.db())?;
+        keys.get(key)
+            .map_err(self.index.db())?
+            .map(|v| serde_json::from_slice(v.value()).map_err(|e| corrupt_record(key, e)))
+            .transpose()
+    }
+
+    fn write_record(&self, txn: &WriteTransaction, rec: &KeyRecord) -> Result<()> {
+        let mut keys = txn.open_table(KEYS).map_err(self.index.db())?;
+        let json = serde_json::to_vec(rec).expect("records serialize");
+        keys.insert(rec.key.as_str(), json.as_slice())
             .map_err(self.index.db())?;
         Ok(())
     }

@@ -88,6 +88,17 @@ impl Store {
         Ok(out)
     }
 
+    /// What a record keeps alive: its output's closure and its attachments.
+    pub fn record_closure(&self, rec: &KeyRecord) -> Result<ClosureObjects> {
+        let mut out = self.closure_objects(&rec.root)?;
+        for a in rec.attachments.values() {
+            if !out.blobs.iter().any(|(id, _)| *id == a.id) {
+                out.blobs.push((a.id, a.size));
+            }
+        }
+        Ok(out)
+    }
+
     /// The recorded size of blob `id`, if the index has it.
     pub fn blob_size(&self, id: &Id) -> Result<Option<u64>> {
         self.index.read(|txn| {
@@ -240,7 +251,9 @@ impl Store {
             let Some(rec) = bind else {
                 return Ok(None);
             };
-            self.check_closure_in(txn, &rec.root)?;
+            for root in rec.roots() {
+                self.check_closure_in(txn, &root)?;
+            }
             Ok(Some(self.bind_record(txn, rec)?))
         })
     }
