@@ -12,7 +12,7 @@ use crate::config::TrustPolicy;
 use crate::connection::{Remote, RequestCounts};
 use crate::error::Result;
 use crate::pack::{self, ObjectKind};
-use crate::pull::{Placed, fetch_record, ranges_of};
+use crate::pull::{Placed, fetch_record, range_jobs};
 
 /// One signature on an audited record.
 #[derive(Clone, Debug, Serialize)]
@@ -215,18 +215,7 @@ async fn fetch_checked(
     objects: &[Placed],
     a: &mut KeyAudit,
 ) -> Result<Vec<(Placed, Vec<u8>)>> {
-    let mut by_pack: HashMap<Id, Vec<Placed>> = HashMap::new();
-    for p in objects {
-        by_pack.entry(p.pack).or_default().push(*p);
-    }
-    let jobs: Vec<(Id, u64, u64, Vec<Placed>)> = by_pack
-        .into_iter()
-        .flat_map(|(pack, members)| {
-            ranges_of(members)
-                .into_iter()
-                .map(move |(s, e, m)| (pack, s, e, m))
-        })
-        .collect();
+    let jobs = range_jobs(objects);
     let mut results =
         futures::stream::iter(jobs.into_iter().map(|(pack, s, e, members)| async move {
             let path = remote.pack_path(&pack);

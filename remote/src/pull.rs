@@ -321,8 +321,24 @@ pub async fn pull(
     Ok(summary)
 }
 
+/// The ranged GETs that fetch `objects`: (pack, start, end, members), coalesced per pack.
+pub(crate) fn range_jobs(objects: &[Placed]) -> Vec<(Id, u64, u64, Vec<Placed>)> {
+    let mut by_pack: HashMap<Id, Vec<Placed>> = HashMap::new();
+    for p in objects {
+        by_pack.entry(p.pack).or_default().push(*p);
+    }
+    by_pack
+        .into_iter()
+        .flat_map(|(pack, members)| {
+            ranges_of(members)
+                .into_iter()
+                .map(move |(s, e, m)| (pack, s, e, m))
+        })
+        .collect()
+}
+
 /// Coalesced ranges of one pack: (start, end, members).
-pub(crate) fn ranges_of(mut members: Vec<Placed>) -> Vec<(u64, u64, Vec<Placed>)> {
+fn ranges_of(mut members: Vec<Placed>) -> Vec<(u64, u64, Vec<Placed>)> {
     members.sort_by_key(|p| p.entry.offset);
     let mut out: Vec<(u64, u64, Vec<Placed>)> = Vec::new();
     for p in members {
@@ -346,18 +362,7 @@ async fn fetch_packed<T: Send + 'static>(
     progress: &dyn Progress,
     take: impl Fn(Placed, &[u8], Vec<u8>) -> Result<T> + Send + Sync + Clone + 'static,
 ) -> Result<Vec<(Placed, T)>> {
-    let mut by_pack: HashMap<Id, Vec<Placed>> = HashMap::new();
-    for p in objects {
-        by_pack.entry(p.pack).or_default().push(*p);
-    }
-    let jobs: Vec<(Id, u64, u64, Vec<Placed>)> = by_pack
-        .into_iter()
-        .flat_map(|(pack, members)| {
-            ranges_of(members)
-                .into_iter()
-                .map(move |(s, e, m)| (pack, s, e, m))
-        })
-        .collect();
+    let jobs = range_jobs(objects);
     let mut results = futures::stream::iter(jobs.into_iter().map(|(pack, s, e, members)| {
         let take = take.clone();
         let url = remote.url().to_string();

@@ -177,6 +177,16 @@ pub async fn push(
         tokio::task::spawn_blocking(move || build_packs(&builder_store, packed, &tx, &remote_url));
     let mut uploads = FuturesUnordered::new();
     let mut new_locations: HashMap<Id, Location> = HashMap::new();
+    // Records a finished pack upload in the ledger and the summary.
+    let mut landed = |(pack_id, ids, bytes): (Id, Vec<Id>, u64)| -> Result<()> {
+        ledger.record(ids.iter().map(|id| (*id, Location::Pack(pack_id))))?;
+        summary.packs += 1;
+        summary.objects_sent += ids.len() as u64;
+        summary.bytes_sent += bytes;
+        progress.advance(ids.len() as u64);
+        new_locations.extend(ids.into_iter().map(|id| (id, Location::Pack(pack_id))));
+        Ok(())
+    };
     loop {
         tokio::select! {
             next = rx.recv(), if uploads.len() < PACKS_IN_FLIGHT => {
@@ -185,29 +195,11 @@ pub async fn push(
                     None => break,
                 }
             }
-            Some(done) = uploads.next() => {
-                let (pack_id, ids, bytes): (Id, Vec<Id>, u64) = done?;
-                ledger.record(ids.iter().map(|id| (*id, Location::Pack(pack_id))))?;
-                summary.packs += 1;
-                summary.objects_sent += ids.len() as u64;
-                summary.bytes_sent += bytes;
-                progress.advance(ids.len() as u64);
-                for id in ids {
-                    new_locations.insert(id, Location::Pack(pack_id));
-                }
-            }
+            Some(done) = uploads.next() => landed(done?)?,
         }
     }
     while let Some(done) = uploads.next().await {
-        let (pack_id, ids, bytes) = done?;
-        ledger.record(ids.iter().map(|id| (*id, Location::Pack(pack_id))))?;
-        summary.packs += 1;
-        summary.objects_sent += ids.len() as u64;
-        summary.bytes_sent += bytes;
-        progress.advance(ids.len() as u64);
-        for id in ids {
-            new_locations.insert(id, Location::Pack(pack_id));
-        }
+        landed(done?)?;
     }
     builder.await.expect("join")?;
 
