@@ -255,4 +255,37 @@ pub enum Command {
     },
     /// Print a shell completion script
     Completions { shell: clap_complete::Shell },
+    /// OCI images: import, byte-identical export, inspect
+    #[command(subcommand)]
+    Oci(OciCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OciCommand {
+    /// Import an OCI layout folder, an OCI archive (tar, tar.gz, tar.zst) or a docker-save
+    /// archive, checking every blob against its digest, and bind a key to its layout tree
+    Import {
+        /// Layout folder or archive
+        src: PathBuf,
+        /// Key to bind [default: the index's single org.opencontainers.image.ref.name]
+        #[arg(long, value_name = "KEY")]
+        name: Option<String>,
+    },
+    /// Write an imported image back, every blob byte-identical
+    #[command(group(clap::ArgGroup::new("dest").required(true)))]
+    Export {
+        /// Key or blake3:<hex> id of an imported image
+        target: String,
+        /// As an OCI image layout in this folder (created; must be empty)
+        #[arg(long, value_name = "DIR", group = "dest")]
+        layout: Option<PathBuf>,
+        /// As a deterministic OCI archive (.tar; .tar.gz or .tar.zst compress it)
+        #[arg(long, value_name = "FILE", group = "dest")]
+        archive: Option<PathBuf>,
+    },
+    /// Show an imported image's index, manifests, platforms, configs and layers
+    Inspect {
+        /// Key or blake3:<hex> id of an imported image
+        target: String,
+    },
 }

@@ -2,6 +2,7 @@
 
 mod args;
 mod keys;
+mod oci_cmd;
 mod output;
 mod progress;
 
@@ -457,6 +458,7 @@ fn run(cli: Cli) -> Result<u8> {
             let store = open_store(g)?;
             out.attachments(&store.record(&Key::new(&key)?)?)?;
         }
+        Command::Oci(cmd) => oci_cmd::run(cmd, &open_store(g)?, &out, progress)?,
         Command::Key(cmd) => match cmd {
             KeyCommand::Generate { name, dir } => {
                 let dir = match dir {

@@ -33,6 +33,7 @@ pub mod ingest;
 mod key;
 mod lock;
 mod materialize;
+mod oci_index;
 mod progress;
 pub mod sign;
 mod store;

@@ -214,7 +214,18 @@ impl Store {
     /// afterwards; otherwise nothing of the transaction is committed and the error names the
     /// first missing object. The caller must hold the gc lock (`_held`) from before the first
     /// object was staged.
-    pub fn import(&self, import: Import, _held: &GcLock) -> Result<Option<KeyRecord>> {
+    pub fn import(&self, import: Import, held: &GcLock) -> Result<Option<KeyRecord>> {
+        self.import_with(import, held, |_| Ok(()))
+    }
+
+    /// [`Store::import`], running `extra` in the same write transaction before the record is
+    /// bound (for rows of other tables that must commit together with the objects).
+    pub(crate) fn import_with(
+        &self,
+        import: Import,
+        _held: &GcLock,
+        extra: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
+    ) -> Result<Option<KeyRecord>> {
         let Import { blobs, trees, bind } = import;
         let ids: Vec<Id> = blobs.iter().map(|b| b.0.blob.id).collect();
         let present = self.present_blobs(&ids)?;
@@ -248,6 +259,7 @@ impl Store {
                     }
                 }
             }
+            extra(txn)?;
             let Some(rec) = bind else {
                 return Ok(None);
             };
