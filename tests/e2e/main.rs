@@ -4,4 +4,5 @@ mod bad_input;
 mod common;
 mod features;
 mod hostile_archive;
+mod oci;
 mod roundtrip;
