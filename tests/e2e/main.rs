@@ -2,6 +2,8 @@
 
 mod bad_input;
 mod common;
+mod concurrency;
+mod crash;
 mod features;
 mod hostile_archive;
 mod oci;
