@@ -7,4 +7,5 @@ mod crash;
 mod features;
 mod hostile_archive;
 mod oci;
+mod remote;
 mod roundtrip;
