@@ -27,4 +27,4 @@ scripts/services.sh start
 source "$(scripts/services.sh env)"
 export CAIRN_REQUIRE_SERVICES=1
 
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast

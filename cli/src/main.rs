@@ -285,19 +285,25 @@ fn run(cli: Cli) -> Result<u8> {
             offline,
         } => {
             let store = open_store(g)?;
-            let root = match store.resolve(&target) {
+            // Resolve under the gc lock, so no gc can delete what the key names in between.
+            let held = store.lock_shared()?;
+            let (root, held) = match store.resolve(&target) {
                 Err(cairn_store::Error::UnknownKey(_)) if !offline => {
+                    // A pull takes the lock itself: holding it here could deadlock behind a
+                    // waiting gc.
+                    drop(held);
                     let key = Key::new(&target)?;
                     if !pull_fallback(g, &store, &remote, &key, &out, progress)? {
                         bail!(
                             "unknown key {key} (not in the local store, nor on any remote tried)"
                         );
                     }
-                    store.resolve(&target)?
+                    let held = store.lock_shared()?;
+                    (store.resolve(&target)?, held)
                 }
-                other => other?,
+                other => (other?, held),
             };
-            let stats = store.materialize(&root, &dest, force, progress)?;
+            let stats = store.materialize_locked(&root, &dest, force, progress, &held)?;
             out.get(&root, &dest, &stats)?;
         }
         Command::Export { target, output } => {
@@ -308,8 +314,9 @@ fn run(cli: Cli) -> Result<u8> {
                 )
             })?;
             let store = open_store(g)?;
+            let held = store.lock_shared()?;
             let root = store.resolve(&target)?;
-            let entries = store.export(&root, &output, format)?;
+            let entries = store.export_locked(&root, &output, format, &held)?;
             out.export(&root, &output, entries)?;
         }
         Command::Ls { prefix } => {
@@ -336,6 +343,7 @@ fn run(cli: Cli) -> Result<u8> {
             attachment,
         } => {
             let store = open_store(g)?;
+            let held = store.lock_shared()?;
             let root = match attachment {
                 Some(name) => {
                     let rec = store.record(&Key::new(&target)?)?;
@@ -352,7 +360,7 @@ fn run(cli: Cli) -> Result<u8> {
             };
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            store.cat(&root, path.as_deref(), &mut lock)?;
+            store.cat_locked(&root, path.as_deref(), &mut lock, &held)?;
             lock.flush().context("stdout")?;
         }
         Command::Log { key } => {
@@ -394,11 +402,13 @@ fn run(cli: Cli) -> Result<u8> {
                 return Ok(code);
             }
             let store = open_store(g)?;
+            let held = store.lock_shared()?;
             let roots: Vec<Root> = targets
                 .iter()
                 .map(|t| store.resolve(t))
                 .collect::<Result<_, _>>()?;
-            let report = store.verify(&roots, progress)?;
+            let report = store.verify_locked(&roots, progress, &held)?;
+            drop(held);
             let untrusted = if signatures {
                 let config = Config::load(&config_path(g)?)?;
                 let trust = config.trust_for("", &config_path(g)?)?;

@@ -24,7 +24,8 @@ use crate::error::{RemoteError, Result};
 
 /// Name of the file that marks a remote's layout version.
 pub const LAYOUT_FILE: &str = "cairn-remote.json";
-/// Extra sends of an idempotent PUT whose response was lost (see [`Remote::put`]).
+/// Extra sends of a request whose response was lost or cut (see [`Remote::put`],
+/// [`Remote::get_opt`]); every request cairn makes is idempotent.
 pub const PUT_RESENDS: usize = 3;
 /// The layout version this code writes and reads.
 pub const LAYOUT_VERSION: u32 = 1;
@@ -297,19 +298,33 @@ impl Remote {
         }
     }
 
-    /// GET a whole object; `None` if it does not exist.
+    /// GET a whole object; `None` if it does not exist. A response cut short (which
+    /// object_store reports as a generic error, for example a reset while it reads a 404's
+    /// body) is asked for again, up to [`PUT_RESENDS`] times.
     pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
-        self.counters.gets.fetch_add(1, Ordering::Relaxed);
-        match self.store.get(path).await {
-            Ok(r) => {
-                let b = r.bytes().await.map_err(self.request_err(path))?;
-                self.counters
-                    .bytes_down
-                    .fetch_add(b.len() as u64, Ordering::Relaxed);
-                Ok(Some(b))
+        let mut attempt = 0;
+        loop {
+            self.counters.gets.fetch_add(1, Ordering::Relaxed);
+            let r = match self.store.get(path).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(b) => {
+                    self.counters
+                        .bytes_down
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    return Ok(Some(b));
+                }
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(object_store::Error::Generic { .. })
+                    if attempt < PUT_RESENDS.min(self.opts.retries) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+                }
+                Err(e) => return Err(self.request_err(path)(e)),
             }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.request_err(path)(e)),
         }
     }
 
@@ -359,13 +374,23 @@ impl Remote {
         Ok(b)
     }
 
-    /// HEAD; `None` if it does not exist.
+    /// HEAD; `None` if it does not exist. Cut responses are asked for again, as in
+    /// [`Remote::get_opt`].
     pub async fn head(&self, path: &Path) -> Result<Option<ObjectMeta>> {
-        self.counters.heads.fetch_add(1, Ordering::Relaxed);
-        match self.store.head(path).await {
-            Ok(m) => Ok(Some(m)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.request_err(path)(e)),
+        let mut attempt = 0;
+        loop {
+            self.counters.heads.fetch_add(1, Ordering::Relaxed);
+            match self.store.head(path).await {
+                Ok(m) => return Ok(Some(m)),
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(object_store::Error::Generic { .. })
+                    if attempt < PUT_RESENDS.min(self.opts.retries) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+                }
+                Err(e) => return Err(self.request_err(path)(e)),
+            }
         }
     }
 

@@ -22,6 +22,8 @@ pub const MULTIPART_PART: usize = 16 * 1024 * 1024;
 const ENTRY_LEN: usize = 32 + 1 + 1 + 8 + 8 + 8;
 /// An index larger than this (decompressed) is refused as hostile.
 const MAX_INDEX_LEN: usize = 256 * 1024 * 1024;
+/// A tree larger than this is refused as hostile (a directory of ~100,000 entries is ~10 MiB).
+const MAX_TREE_LEN: u64 = 64 * 1024 * 1024;
 
 /// What an object is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -168,8 +170,15 @@ pub fn decode_index(bytes: &[u8], pack: &Id) -> Result<(Vec<IndexEntry>, u64), S
         {
             return Err(format!("object {id} lies outside the pack"));
         }
-        if kind == ObjectKind::Tree && size > MAX_INDEX_LEN as u64 {
-            return Err(format!("tree {id} claims {size} bytes"));
+        // Sizes bound the buffers a reader allocates: refuse claims no push makes.
+        let max = match kind {
+            ObjectKind::Tree => MAX_TREE_LEN,
+            ObjectKind::Blob => PACKED_MAX,
+        };
+        if size > max {
+            return Err(format!(
+                "object {id} claims {size} bytes, more than a pack holds"
+            ));
         }
         entries.push(IndexEntry {
             id,

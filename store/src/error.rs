@@ -101,6 +101,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A key record whose figures do not describe its root.
+    #[error("key {key}: record does not match its root: {reason}")]
+    RecordMismatch {
+        /// The key.
+        key: String,
+        /// What differs.
+        reason: String,
+    },
     /// A path inside a tree that does not exist or is not what was asked for.
     #[error("{path:?} in {root}: {reason}")]
     TreePath {

@@ -14,7 +14,7 @@ use tar::{EntryType, Header};
 
 use crate::error::{Error, Result};
 use crate::key::Root;
-use crate::lock::LockMode;
+use crate::lock::{GcLock, LockMode};
 use crate::store::{Closure, Store};
 use crate::tree::{EntryKind, Meta};
 
@@ -53,7 +53,18 @@ impl ArchiveFormat {
 impl Store {
     /// Writes the tree `root` to `out` as a deterministic archive in `format`.
     pub fn export(&self, root: &Root, out: &Path, format: ArchiveFormat) -> Result<u64> {
-        let _lock = self.lock(LockMode::Shared)?;
+        let lock = self.lock(LockMode::Shared)?;
+        self.export_locked(root, out, format, &lock)
+    }
+
+    /// As [`Store::export`], for a caller that already holds the gc lock.
+    pub fn export_locked(
+        &self,
+        root: &Root,
+        out: &Path,
+        format: ArchiveFormat,
+        _held: &GcLock,
+    ) -> Result<u64> {
         let Root::Tree { id } = root else {
             return Err(Error::Destination {
                 path: out.to_path_buf(),

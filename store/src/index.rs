@@ -95,8 +95,61 @@ impl Index {
         Ok(out)
     }
 
-    /// Creates the tables and records the layout version, if this is a new index.
+    /// Runs `f` in a write transaction that is always rolled back: for checking what a commit
+    /// would find, without committing anything.
+    pub(crate) fn dry_run<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let db = self.open()?;
+        let txn = db.begin_write().map_err(|e| self.err()(e.into()))?;
+        let out = f(&txn);
+        txn.abort().map_err(|e| self.err()(e.into()))?;
+        out
+    }
+
+    /// Creates the index if there is none, atomically: redb writes a new file's header before
+    /// its magic number, so a process killed while creating `index.redb` in place would leave a
+    /// file no later open accepts. The new index is built under a private name and linked into
+    /// place only when complete (`link` refuses to replace a file another process published
+    /// first). Then the tables and the layout version are checked.
     pub(crate) fn init(&self) -> Result<(), Error> {
+        if !self.path.exists() {
+            let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
+            let tmp = dir.join(format!(".index.redb.new-{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            Index::new(tmp.clone(), self.timeout).create_tables()?;
+            match std::fs::hard_link(&tmp, &self.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(&self.path)(e)),
+            }
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(Error::io(dir))?;
+        }
+        match self.create_tables() {
+            // init runs only while the store's creation is unfinished (no lock files yet), so
+            // nothing was ever committed to an index redb cannot read as a database: one left
+            // by a version that created it in place and was killed. Replace it.
+            Err(Error::Index { source, .. }) if source.to_string().contains("magic number") => {
+                let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
+                let tmp = dir.join(format!(".index.redb.new-{}", std::process::id()));
+                let _ = std::fs::remove_file(&tmp);
+                Index::new(tmp.clone(), self.timeout).create_tables()?;
+                std::fs::rename(&tmp, &self.path).map_err(Error::io(&self.path))?;
+                tracing::warn!(
+                    "{}: replaced an index whose creation never finished",
+                    self.path.display()
+                );
+                self.create_tables()
+            }
+            other => other,
+        }
+    }
+
+    fn create_tables(&self) -> Result<(), Error> {
         self.write(|txn| {
             let e = self.err();
             txn.open_table(KEYS).map_err(|x| e(x.into()))?;

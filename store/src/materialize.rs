@@ -22,7 +22,7 @@ use rustix::io::Errno;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::key::Root;
-use crate::lock::LockMode;
+use crate::lock::{GcLock, LockMode};
 use crate::progress::Progress;
 use crate::store::{Closure, Store};
 use crate::tree::{EntryKind, Meta};
@@ -86,7 +86,20 @@ impl Store {
         force: bool,
         progress: &dyn Progress,
     ) -> Result<MaterializeStats> {
-        let _lock = self.lock(LockMode::Shared)?;
+        let lock = self.lock(LockMode::Shared)?;
+        self.materialize_locked(root, dest, force, progress, &lock)
+    }
+
+    /// As [`Store::materialize`], for a caller that already holds the gc lock (taken with
+    /// [`Store::lock_shared`] before it resolved `root`, so that no gc can run in between).
+    pub fn materialize_locked(
+        &self,
+        root: &Root,
+        dest: &Path,
+        force: bool,
+        progress: &dyn Progress,
+        _held: &GcLock,
+    ) -> Result<MaterializeStats> {
         let closure = self.closure(root)?;
         match root {
             Root::File { id, executable } => self.materialize_file(*id, *executable, dest, force),

@@ -577,7 +577,18 @@ impl Store {
         path: Option<&str>,
         out: &mut dyn std::io::Write,
     ) -> Result<u64> {
-        let _lock = self.lock(LockMode::Shared)?;
+        let lock = self.lock(LockMode::Shared)?;
+        self.cat_locked(root, path, out, &lock)
+    }
+
+    /// As [`Store::cat`], for a caller that already holds the gc lock.
+    pub fn cat_locked(
+        &self,
+        root: &Root,
+        path: Option<&str>,
+        out: &mut dyn std::io::Write,
+        _held: &GcLock,
+    ) -> Result<u64> {
         let (id, size) = match (root, path) {
             (Root::File { id, .. }, None) => (*id, None),
             (Root::File { id, .. }, Some(p)) => {

@@ -40,6 +40,59 @@ pub struct Import {
     pub bind: Option<KeyRecord>,
 }
 
+/// (bytes, files) of the tree `id` counted per path as ingest counts them: a regular file or a
+/// hardlink counts once, with its content size (a hardlink's target is resolved from `root`).
+fn tree_totals(
+    id: Id,
+    tree: &Tree,
+    root: &Tree,
+    load: &dyn Fn(Id) -> Result<Tree>,
+    memo: &mut HashMap<Id, (u64, u64)>,
+) -> Result<(u64, u64)> {
+    if let Some(t) = memo.get(&id) {
+        return Ok(*t);
+    }
+    let (mut size, mut files) = (0u64, 0u64);
+    for e in &tree.entries {
+        match &e.kind {
+            EntryKind::File { size: s, .. } => {
+                size += s;
+                files += 1;
+            }
+            EntryKind::Hardlink { target } => {
+                size += hardlink_size(root, target, load)?;
+                files += 1;
+            }
+            EntryKind::Dir { tree: child } => {
+                let t = load(*child)?;
+                let (s, f) = tree_totals(*child, &t, root, load, memo)?;
+                size += s;
+                files += f;
+            }
+            _ => {}
+        }
+    }
+    memo.insert(id, (size, files));
+    Ok((size, files))
+}
+
+fn hardlink_size(root: &Tree, target: &[u8], load: &dyn Fn(Id) -> Result<Tree>) -> Result<u64> {
+    let segs: Vec<&[u8]> = target.split(|&b| b == b'/').collect();
+    let mut cur = root.clone();
+    for (i, seg) in segs.iter().enumerate() {
+        let e = cur.get(seg).cloned();
+        match (e.map(|e| e.kind), i + 1 == segs.len()) {
+            (Some(EntryKind::File { size, .. }), true) => return Ok(size),
+            (Some(EntryKind::Dir { tree }), false) => cur = load(tree)?,
+            _ => break,
+        }
+    }
+    Err(Error::Unsupported {
+        path: std::path::PathBuf::from(String::from_utf8_lossy(target).into_owned()),
+        reason: "hardlink target is not a regular file of the tree".into(),
+    })
+}
+
 impl Store {
     /// Takes the gc lock shared, for a caller (such as a pull) that writes objects over a span
     /// of time and then calls [`Store::import`]: gc cannot run until the lock is dropped.
@@ -227,6 +280,17 @@ impl Store {
         extra: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
     ) -> Result<Option<KeyRecord>> {
         let Import { blobs, trees, bind } = import;
+        // A record that will not bind must leave no trace, not even unindexed blob files: check
+        // it against what the commit would see before anything is renamed into place.
+        if let Some(rec) = &bind {
+            self.index.dry_run(|txn| {
+                self.record_rows(txn, blobs.iter().map(|b| &b.0.blob), &trees)?;
+                for root in rec.roots() {
+                    self.check_closure_in(txn, &root)?;
+                }
+                self.check_totals_in(txn, rec)
+            })?;
+        }
         let ids: Vec<Id> = blobs.iter().map(|b| b.0.blob.id).collect();
         let present = self.present_blobs(&ids)?;
         let mut stored = Vec::new();
@@ -246,19 +310,7 @@ impl Store {
             checked.push((id, bytes));
         }
         self.index.write(|txn| {
-            {
-                let mut t = txn.open_table(BLOBS).map_err(self.index.db())?;
-                for s in &stored {
-                    t.insert(&s.id.0, (s.size, s.stored_size, s.encoding.code()))
-                        .map_err(self.index.db())?;
-                }
-                let mut t = txn.open_table(TREES).map_err(self.index.db())?;
-                for (id, bytes) in &checked {
-                    if t.get(&id.0).map_err(self.index.db())?.is_none() {
-                        t.insert(&id.0, bytes.as_slice()).map_err(self.index.db())?;
-                    }
-                }
-            }
+            self.record_rows(txn, stored.iter(), &checked)?;
             extra(txn)?;
             let Some(rec) = bind else {
                 return Ok(None);
@@ -266,8 +318,73 @@ impl Store {
             for root in rec.roots() {
                 self.check_closure_in(txn, &root)?;
             }
+            self.check_totals_in(txn, &rec)?;
             Ok(Some(self.bind_record(txn, rec)?))
         })
+    }
+
+    /// Inserts `blobs` and `trees` rows (trees only where absent).
+    fn record_rows<'a>(
+        &self,
+        txn: &redb::WriteTransaction,
+        blobs: impl Iterator<Item = &'a crate::blobs::StoredBlob>,
+        trees: &[(Id, Vec<u8>)],
+    ) -> Result<()> {
+        let mut t = txn.open_table(BLOBS).map_err(self.index.db())?;
+        for s in blobs {
+            t.insert(&s.id.0, (s.size, s.stored_size, s.encoding.code()))
+                .map_err(self.index.db())?;
+        }
+        let mut t = txn.open_table(TREES).map_err(self.index.db())?;
+        for (id, bytes) in trees {
+            if t.get(&id.0).map_err(self.index.db())?.is_none() {
+                t.insert(&id.0, bytes.as_slice()).map_err(self.index.db())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails unless the record's `size` and `files` are those of its root: a record from
+    /// elsewhere that was re-pointed at another tree (say, one of its own subfolders) is refused
+    /// rather than bound with figures that describe something else.
+    fn check_totals_in(&self, txn: &redb::WriteTransaction, rec: &KeyRecord) -> Result<()> {
+        let (size, files) = match rec.root {
+            Root::File { id, .. } => {
+                let blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
+                let size = blobs
+                    .get(&id.0)
+                    .map_err(self.index.db())?
+                    .ok_or(Error::UnknownObject(id))?
+                    .value()
+                    .0;
+                (size, 1)
+            }
+            Root::Tree { id } => {
+                let trees = txn.open_table(TREES).map_err(self.index.db())?;
+                let load = |id: Id| -> Result<Tree> {
+                    let bytes = trees
+                        .get(&id.0)
+                        .map_err(self.index.db())?
+                        .ok_or(Error::UnknownObject(id))?;
+                    decode_checked(id, bytes.value())
+                };
+                let root_tree = load(id)?;
+                let mut memo: HashMap<Id, (u64, u64)> = HashMap::new();
+                tree_totals(id, &root_tree, &root_tree, &load, &mut memo)?
+            }
+        };
+        if (size, files) != (rec.size, rec.files) {
+            return Err(Error::RecordMismatch {
+                key: rec.key.to_string(),
+                reason: format!(
+                    "it claims {} files of {} bytes, but its root {} holds {files} files of {size} bytes",
+                    rec.files,
+                    rec.size,
+                    rec.root.id()
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Fails with the first object `root` reaches that the (uncommitted) index lacks.

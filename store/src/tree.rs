@@ -21,6 +21,10 @@ pub const MAX_XATTR_NAME_LEN: usize = 255;
 /// Largest extended-attribute value (`XATTR_SIZE_MAX`).
 pub const MAX_XATTR_VALUE_LEN: usize = 65536;
 
+/// The smallest encoded entry: a fifo with a 1-byte name and no xattrs (name length 2, name 1,
+/// kind 1, mode/uid/gid 12, mtime 8 + 4, xattr count 4).
+const MIN_ENTRY_LEN: usize = 2 + 1 + 1 + 12 + 8 + 4 + 4;
+
 /// The permission bits an entry may carry: rwx for all three classes, setuid, setgid, sticky.
 pub const MODE_MASK: u32 = 0o7777;
 
@@ -224,8 +228,9 @@ impl Tree {
             return Err(r.fail("not a cairn tree (bad magic or unknown version)"));
         }
         let count = r.u32()? as usize;
-        // Each entry takes at least 35 bytes, so a count beyond that is a lie about the length.
-        if count > bytes.len() / 35 {
+        // Each entry takes at least MIN_ENTRY_LEN bytes, so a larger count is a lie about the
+        // length (checked before allocating for it).
+        if count > bytes.len() / MIN_ENTRY_LEN {
             return Err(r.fail(format!(
                 "entry count {count} exceeds what the bytes can hold"
             )));
@@ -535,6 +540,23 @@ mod tests {
             let n = cut.index(bytes.len());
             prop_assert!(Tree::decode(&bytes[..n]).is_err());
         }
+    }
+
+    /// Found by fuzzing: the decoder's length bound once refused valid trees of short fifos.
+    #[test]
+    fn smallest_entries_round_trip() {
+        let tree = Tree {
+            entries: (b'a'..=b'z')
+                .map(|c| Entry {
+                    name: vec![c],
+                    meta: Meta::default(),
+                    kind: EntryKind::Fifo,
+                })
+                .collect(),
+        };
+        let bytes = tree.encode().unwrap();
+        assert_eq!(bytes.len(), 15 + 26 * MIN_ENTRY_LEN);
+        assert_eq!(Tree::decode(&bytes).unwrap(), tree);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BLOBS, KEYS, TREES};
 use crate::key::{KeyRecord, Root};
-use crate::lock::LockMode;
+use crate::lock::{GcLock, LockMode};
 use crate::progress::Progress;
 use crate::store::{Store, decode_checked};
 use crate::tree::{EntryKind, Tree};
@@ -72,7 +72,17 @@ impl VerifyReport {
 impl Store {
     /// Verifies the whole store (`roots` empty) or what the given roots reach.
     pub fn verify(&self, roots: &[Root], progress: &dyn Progress) -> Result<VerifyReport> {
-        let _lock = self.lock(LockMode::Shared)?;
+        let lock = self.lock(LockMode::Shared)?;
+        self.verify_locked(roots, progress, &lock)
+    }
+
+    /// As [`Store::verify`], for a caller that already holds the gc lock.
+    pub fn verify_locked(
+        &self,
+        roots: &[Root],
+        progress: &dyn Progress,
+        _held: &GcLock,
+    ) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut problems = Vec::new();
         // Snapshot what the index records, in one short transaction.
