@@ -538,3 +538,65 @@ fn a_store_whose_creation_was_killed_before_the_index_was_complete_still_works()
     let sources = BTreeMap::from([("k".to_string(), src.clone())]);
     check_keys(&env, &sources, "get");
 }
+
+/// SIGKILL during `pull` from a `file://` remote, 50 times, into a store that alternately
+/// already has part of the tree (a shared blob) and nothing: the store verifies clean after
+/// every kill, the key is either unbound or bound to the complete tree, and a final pull works.
+#[test]
+fn kill_9_during_pull_never_binds_an_incomplete_tree() {
+    const ITERATIONS: usize = 50;
+    let src_env = Env::new();
+    let mut rng = Rng::new(test_seed("kill_during_pull"));
+    let src = src_env.path("src");
+    gen_tree(&src, "pull", 1500, &[2_000_000, 9_500_000]);
+    src_env.ok(&["put", "k", src.to_str().unwrap()]);
+    let remote = format!("file://{}", src_env.path("remote").display());
+    src_env.ok(&["push", &remote, "k"]);
+
+    let env = Env::new();
+    let mut clock = KillClock {
+        estimate: timed(&env, &["pull", &remote, "k"]),
+    };
+    env.ok(&["rm", "k"]);
+    env.ok(&["gc"]);
+    let (mut killed, mut finished, mut bound_after_kill) = (0, 0, 0);
+    for i in 0..ITERATIONS {
+        let delay = clock.delay(&mut rng);
+        let ctx = format!("pull iteration {i} (kill after {delay:?})");
+        let end = kill_after(env.spawn(&["pull", &remote, "k"]), delay, &ctx);
+        clock.update(&end);
+        env.assert_verify_clean(&ctx);
+        let bound = env.run(&["show", "k"]).status.success();
+        match end {
+            End::Killed => {
+                killed += 1;
+                bound_after_kill += usize::from(bound);
+            }
+            End::Finished => {
+                finished += 1;
+                assert!(bound, "{ctx}: a finished pull left the key unbound");
+            }
+        }
+        if bound {
+            let dest = env.path(&format!("out/{i}"));
+            env.ok(&["get", "k", dest.to_str().unwrap()]);
+            assert_same_tree(&src, &dest, &ctx);
+            std::fs::remove_dir_all(&dest).unwrap();
+            env.ok(&["rm", "k"]);
+        }
+        // Half the time start from nothing; otherwise keep what the killed pull left behind.
+        if i % 2 == 0 {
+            env.ok(&["gc"]);
+        }
+    }
+    env.ok(&["pull", &remote, "k"]);
+    let dest = env.path("final");
+    env.ok(&["get", "k", dest.to_str().unwrap()]);
+    assert_same_tree(&src, &dest, "final pull");
+    env.assert_verify_clean("after the final pull");
+    eprintln!(
+        "kill during pull: {killed} killed ({bound_after_kill} after the key was bound), \
+         {finished} finished before the kill"
+    );
+    assert!(killed > 0, "no kill landed during a pull");
+}
