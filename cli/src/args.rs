@@ -255,7 +255,7 @@ pub enum Command {
     },
     /// Print a shell completion script
     Completions { shell: clap_complete::Shell },
-    /// OCI images: import, byte-identical export, inspect
+    /// OCI images: import, byte-identical export, inspect, extract, ls
     #[command(subcommand)]
     Oci(OciCommand),
 }
@@ -288,4 +288,65 @@ pub enum OciCommand {
         /// Key or blake3:<hex> id of an imported image
         target: String,
     },
+    /// Write an image's root filesystem (its layers merged) into DEST, with no daemon
+    Extract {
+        /// Key or blake3:<hex> id of an imported image
+        target: String,
+        /// Folder to write into (created; must be empty unless --force)
+        dest: PathBuf,
+        #[command(flatten)]
+        select: RootfsSelect,
+        /// Empty a non-empty DEST first
+        #[arg(long)]
+        force: bool,
+    },
+    /// List an image's merged root filesystem (path, type, mode, owner, size, content id)
+    Ls {
+        /// Key or blake3:<hex> id of an imported image
+        target: String,
+        #[command(flatten)]
+        select: RootfsSelect,
+    },
+}
+
+/// Which image, which paths, and limits, for `oci extract` and `oci ls`.
+#[derive(Debug, clap::Args)]
+pub struct RootfsSelect {
+    /// Platform to pick from a multi-platform image, os/arch[/variant] [default: the host's]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+    pub platform: Option<cairn_oci::Platform>,
+    /// Only this path of the merged filesystem (a file or a subtree); repeatable
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Refuse a layer whose uncompressed tar exceeds this size (a decompression bomb);
+    /// accepts K, M, G, T suffixes (powers of 1024)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "32G")]
+    pub max_layer_size: u64,
+}
+
+fn parse_platform(s: &str) -> Result<cairn_oci::Platform, String> {
+    cairn_oci::Platform::parse(s)
+}
+
+/// Parses a byte count with an optional K, M, G or T suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("invalid size {s:?}: unknown suffix {c:?}")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected a number with an optional K/M/G/T"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("invalid size {s:?}: too large"))
 }

@@ -1,12 +1,13 @@
-//! `cairn oci …`: OCI images in the store (import, byte-identical export, inspect), over
+//! `cairn oci …`: OCI images in the store (import, byte-identical export, inspect, extract,
+//! ls), over
 //! `cairn-oci`. Output shapes are in docs/cli.md.
 
 use anyhow::Result;
-use cairn_oci::{Inspection, Node};
+use cairn_oci::{ExtractOptions, Inspection, ListEntry, Node};
 use cairn_store::{Key, Progress, Store};
 use serde_json::json;
 
-use crate::args::OciCommand;
+use crate::args::{OciCommand, RootfsSelect};
 use crate::output::Out;
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -75,6 +76,49 @@ pub fn run(cmd: OciCommand, store: &Store, out: &Out, progress: &dyn Progress) -
                 }
             }
         }
+        OciCommand::Extract {
+            target,
+            dest,
+            select,
+            force,
+        } => {
+            let opts = extract_options(select);
+            let done = cairn_oci::extract(store, &target, &dest, force, &opts, progress)?;
+            if done.stats.skipped > 0 {
+                tracing::warn!(
+                    "{}: skipped {} device node(s): creating them needs root",
+                    dest.display(),
+                    done.stats.skipped
+                );
+            }
+            if out.json {
+                return print_json(&done);
+            }
+            tracing::info!(
+                "{target} ({}): {} files, {} dirs, {} symlinks, {} bytes",
+                done.source.platform,
+                done.stats.files,
+                done.stats.dirs,
+                done.stats.symlinks,
+                done.stats.bytes
+            );
+            println!("{}", done.root.id());
+        }
+        OciCommand::Ls { target, select } => {
+            let opts = extract_options(select);
+            let (source, entries) = cairn_oci::list(store, &target, &opts, progress)?;
+            if out.json {
+                return print_json(&json!({
+                    "manifest": source.manifest,
+                    "platform": source.platform,
+                    "layers": source.layers,
+                    "entries": entries,
+                }));
+            }
+            for e in &entries {
+                print_entry(e);
+            }
+        }
         OciCommand::Inspect { target } => {
             let ins = cairn_oci::inspect(store, &target)?;
             if out.json {
@@ -84,6 +128,33 @@ pub fn run(cmd: OciCommand, store: &Store, out: &Out, progress: &dyn Progress) -
         }
     }
     Ok(())
+}
+
+fn extract_options(select: RootfsSelect) -> ExtractOptions {
+    ExtractOptions {
+        platform: select.platform,
+        paths: select.paths,
+        max_layer_bytes: select.max_layer_size,
+        ..ExtractOptions::default()
+    }
+}
+
+/// One `oci ls` line: type, mode, uid:gid, size, content id, path, and a link's target.
+fn print_entry(e: &ListEntry) {
+    let size = e.size.map_or("-".to_string(), |s| s.to_string());
+    let digest = e.digest.as_deref().unwrap_or("-");
+    let mut line = format!(
+        "{:<8} {:04o} {}:{} {:>10} {:<71} {}",
+        e.kind, e.mode, e.uid, e.gid, size, digest, e.path
+    );
+    if let Some(t) = &e.target {
+        line.push_str(if e.kind == "symlink" { " -> " } else { " => " });
+        line.push_str(t);
+    }
+    if let Some((major, minor)) = e.device {
+        line.push_str(&format!(" [{major},{minor}]"));
+    }
+    println!("{line}");
 }
 
 fn print_text(target: &str, ins: &Inspection) {

@@ -1,14 +1,13 @@
 //! `oci inspect`: the index, manifests (with platforms), configs and layers of a stored image.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 
-use cairn_store::{EntryKind, Id, Root, Store};
+use cairn_store::{Root, Store};
 use serde::Serialize;
 
-use crate::digest::{Alg, OciDigest, Tap};
-use crate::error::{OciError, Result};
-use crate::walk::{self, Blobs, Role, Visit};
+use crate::error::Result;
+use crate::image::StoredImage;
+use crate::walk::{Role, Visit};
 
 /// A stored image, as `index.json` describes it.
 #[derive(Debug, Serialize)]
@@ -50,81 +49,11 @@ pub struct Node {
     pub children: Vec<Node>,
 }
 
-struct StoredBlobs<'a> {
-    store: &'a Store,
-    root: Root,
-    target: String,
-    files: HashMap<OciDigest, (u64, Id)>,
-}
-
-impl Blobs for StoredBlobs<'_> {
-    fn size(&self, digest: &OciDigest) -> Option<u64> {
-        self.files.get(digest).map(|f| f.0)
-    }
-
-    fn json(&self, digest: &OciDigest) -> Result<Option<Vec<u8>>> {
-        let Some((size, _)) = self.files.get(digest) else {
-            return Ok(None);
-        };
-        if *size as usize > crate::MAX_JSON {
-            return Ok(None);
-        }
-        let mut out = Vec::new();
-        self.store.cat(&self.root, Some(&digest.path()), &mut out)?;
-        let mut tap = Tap::new(&out[..], digest.alg == Alg::Sha512);
-        std::io::copy(&mut tap, &mut std::io::sink()).expect("reading memory");
-        if tap.digest(digest.alg) != *digest {
-            return Err(OciError::Blob {
-                src: PathBuf::from(&self.target),
-                digest: digest.to_string(),
-                reason: format!("stored content hashes to {}", tap.digest(digest.alg)),
-            });
-        }
-        Ok(Some(out))
-    }
-}
-
 /// Describes the image `target` (a key or id).
 pub fn inspect(store: &Store, target: &str) -> Result<Inspection> {
-    let root = crate::check_layout(store, target)?;
-    let Root::Tree { id } = root else {
-        unreachable!("check_layout accepts only trees")
-    };
-    let top = store.tree(&id)?;
-    let mut files = HashMap::new();
-    if let Some(EntryKind::Dir { tree }) = top.get(b"blobs").map(|e| &e.kind) {
-        for alg_entry in store.tree(tree)?.entries {
-            let (EntryKind::Dir { tree }, Some(alg)) = (
-                &alg_entry.kind,
-                std::str::from_utf8(&alg_entry.name)
-                    .ok()
-                    .and_then(Alg::from_name),
-            ) else {
-                continue;
-            };
-            for f in store.tree(tree)?.entries {
-                if let (EntryKind::File { size, blob }, Some(d)) = (
-                    &f.kind,
-                    std::str::from_utf8(&f.name)
-                        .ok()
-                        .and_then(|h| OciDigest::from_parts(alg, h)),
-                ) {
-                    files.insert(d, (*size, *blob));
-                }
-            }
-        }
-    }
-    let blobs = StoredBlobs {
-        store,
-        root,
-        target: target.to_string(),
-        files,
-    };
-    let mut index_bytes = Vec::new();
-    store.cat(&root, Some("index.json"), &mut index_bytes)?;
-    let src = PathBuf::from(target);
-    let index = walk::parse_index(&index_bytes, &src)?;
-    let visits = walk::walk(&index, &blobs, &src)?;
+    let blobs = StoredImage::open(store, target)?;
+    let root = blobs.root;
+    let (index, visits) = blobs.walk()?;
     Ok(Inspection {
         root,
         media_type: index.media_type().as_ref().map(|m| m.to_string()),

@@ -16,16 +16,25 @@ mod digest;
 mod docker;
 mod error;
 mod export;
+mod extract;
+mod image;
 mod import;
 mod inspect;
+mod layer;
+mod merge;
+mod platform;
 mod source;
 mod walk;
 
 pub use digest::{Alg, OciDigest};
 pub use error::{OciError, Result};
 pub use export::{check_layout, export_archive, export_layout};
+pub use extract::{
+    DEFAULT_MAX_LAYER_BYTES, ExtractOptions, Extracted, ListEntry, Source, extract, list,
+};
 pub use import::{Imported, SourceKind, import};
 pub use inspect::{Inspection, Node, inspect};
+pub use platform::Platform;
 pub use walk::Role;
 
 /// Label set on every key bound by an OCI import.

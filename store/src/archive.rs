@@ -12,7 +12,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::rc::Rc;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::blobs::{PendingBlob, StoredBlob};
 use crate::error::{Error, Result};
@@ -88,9 +88,73 @@ pub(crate) fn ingest(
     archive: &Path,
     opts: &IngestOptions,
 ) -> Result<(Built, Vec<StoredBlob>)> {
+    let parsed = ingest_reader(store, open_decompressed(archive)?, archive, opts, None)?;
+    Ok((parsed.built, parsed.stored))
+}
+
+/// How a container image layer differs from an archive being ingested (see `layers`).
+pub(crate) struct LayerRules {
+    /// Most bytes the layer's (decompressed) tar stream may hold: past it, ingest stops with an
+    /// error (a decompression bomb).
+    pub max_bytes: u64,
+}
+
+/// What [`ingest_reader`] built.
+pub(crate) struct Parsed {
+    /// The trees and totals.
+    pub built: Built,
+    /// Blobs written, already durable.
+    pub stored: Vec<StoredBlob>,
+    /// Folders that no entry named, made only to hold an entry below them, as `/`-joined paths
+    /// (the empty path is the root). Recorded for layers only.
+    pub implicit: Vec<Vec<u8>>,
+}
+
+/// Counts the bytes read through it and fails past a limit.
+struct Limit<R> {
+    inner: R,
+    left: u64,
+    hit: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Limit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => self.left = left,
+            None => {
+                self.hit.set(true);
+                return Err(io::Error::other("decompression limit reached"));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Ingests the tar stream `reader` (already decompressed). `origin` names the source in errors.
+/// With `layer`, the stream is an image layer: hardlinks are kept as paths (their target may
+/// be in a lower layer, resolved when layers are merged), implicitly made folders are recorded,
+/// and the stream's size is limited.
+pub(crate) fn ingest_reader(
+    store: &Store,
+    reader: Box<dyn Read + '_>,
+    origin: &Path,
+    opts: &IngestOptions,
+    layer: Option<&LayerRules>,
+) -> Result<Parsed> {
+    let archive = origin;
     let hit_eof = Rc::new(Cell::new(false));
+    let hit_limit = Rc::new(Cell::new(false));
+    let limited: Box<dyn Read + '_> = match layer {
+        Some(rules) => Box::new(Limit {
+            inner: reader,
+            left: rules.max_bytes,
+            hit: hit_limit.clone(),
+        }),
+        None => reader,
+    };
     let reader = EofWatch {
-        inner: open_decompressed(archive)?,
+        inner: limited,
         hit: hit_eof.clone(),
     };
     let mut ar = tar::Archive::new(reader);
@@ -98,12 +162,26 @@ pub(crate) fn ingest(
         meta: normal_dir_meta(opts),
         children: Vec::new(),
     };
+    let mut implicit: HashSet<Vec<u8>> = HashSet::new();
+    if layer.is_some() {
+        implicit.insert(Vec::new());
+    }
     let mut pending: HashMap<Id, PendingBlob> = HashMap::new();
     let mut next_group = 0u64;
+    let limit_reason = || {
+        format!(
+            "expands past the limit of {} bytes (a decompression bomb?)",
+            layer.map_or(0, |l| l.max_bytes)
+        )
+    };
     let malformed = |entry: Option<String>, reason: String| Error::Archive {
         archive: archive.to_path_buf(),
         entry,
-        reason,
+        reason: if hit_limit.get() {
+            limit_reason()
+        } else {
+            reason
+        },
     };
     let entries = ar
         .entries()
@@ -157,6 +235,7 @@ pub(crate) fn ingest(
                 && let Node::Dir { meta: m, .. } = &mut root
             {
                 *m = meta;
+                implicit.remove(&Vec::new());
                 continue;
             }
             return Err(bad("only a directory may name the archive root".into()));
@@ -164,7 +243,16 @@ pub(crate) fn ingest(
         let node = match etype {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let want = entry.size();
-                let p = store.blobs.write_stream(&mut entry, want, archive)?;
+                let p = store
+                    .blobs
+                    .write_stream(&mut entry, want, archive)
+                    .map_err(|e| {
+                        if hit_limit.get() {
+                            bad(String::new())
+                        } else {
+                            e.into()
+                        }
+                    })?;
                 let (id, size) = (p.blob.id, p.blob.size);
                 if size != want {
                     return Err(bad(format!("truncated: {size} of {want} bytes")));
@@ -199,6 +287,21 @@ pub(crate) fn ingest(
                     .ok_or_else(|| bad("hardlink without a target".into()))?
                     .into_owned();
                 let tsegs = segments(&target).map_err(|r| bad(format!("hardlink target: {r}")))?;
+                if layer.is_some() {
+                    // The target may live in a lower layer: merging resolves it.
+                    if tsegs.is_empty() {
+                        return Err(bad("hardlink to the root".into()));
+                    }
+                    let node = Node::Other {
+                        meta,
+                        kind: EntryKind::Hardlink {
+                            target: tsegs.join(&b'/'),
+                        },
+                    };
+                    insert(&mut root, &segs, node, opts).map_err(bad)?;
+                    forget_implicit(&mut implicit, &segs);
+                    continue;
+                }
                 let target_node = lookup_mut(&mut root, &tsegs).ok_or_else(|| {
                     bad(format!(
                         "hardlink target {:?} is not an earlier regular file",
@@ -242,7 +345,23 @@ pub(crate) fn ingest(
             },
             other => return Err(bad(format!("unsupported entry type {other:?}"))),
         };
+        let is_dir = matches!(node, Node::Dir { .. });
+        if layer.is_some() {
+            note_implicit(&root, &mut implicit, &segs);
+        }
         insert(&mut root, &segs, node, opts).map_err(bad)?;
+        if layer.is_some() {
+            forget_implicit(&mut implicit, &segs);
+            if !is_dir {
+                // Folders that were below a replaced one are gone with it.
+                let mut below = segs.join(&b'/');
+                below.push(b'/');
+                implicit.retain(|p| !p.starts_with(&below));
+            }
+        }
+    }
+    if hit_limit.get() {
+        return Err(malformed(None, limit_reason()));
     }
     if hit_eof.get() {
         return Err(malformed(
@@ -266,7 +385,37 @@ pub(crate) fn ingest(
         store.blobs.sync().map_err(Error::io(store.blobs.root()))?;
     }
     let built = ingest::build(&root, &[], opts.preserve, archive)?;
-    Ok((built, stored))
+    let mut implicit: Vec<Vec<u8>> = implicit.into_iter().collect();
+    implicit.sort();
+    Ok(Parsed {
+        built,
+        stored,
+        implicit,
+    })
+}
+
+/// Records, before `segs` is inserted, which of its parent folders the insert will make.
+fn note_implicit(root: &Node, implicit: &mut HashSet<Vec<u8>>, segs: &[Vec<u8>]) {
+    let mut cur = Some(root);
+    for (i, seg) in segs[..segs.len() - 1].iter().enumerate() {
+        cur = match cur {
+            Some(Node::Dir { children, .. }) => children
+                .binary_search_by(|(n, _)| n.as_slice().cmp(seg))
+                .ok()
+                .map(|j| &children[j].1),
+            _ => None,
+        };
+        if cur.is_none() {
+            implicit.insert(segs[..=i].join(&b'/'));
+        }
+    }
+}
+
+/// An entry named `segs` makes that path explicit.
+fn forget_implicit(implicit: &mut HashSet<Vec<u8>>, segs: &[Vec<u8>]) {
+    if !implicit.is_empty() {
+        implicit.remove(&segs.join(&b'/'));
+    }
 }
 
 fn lookup_mut<'a>(mut node: &'a mut Node, segs: &[Vec<u8>]) -> Option<&'a mut Node> {

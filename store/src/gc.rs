@@ -47,70 +47,75 @@ impl Store {
             ..GcReport::default()
         };
         // Mark.
-        let (dead_trees, dead_blobs, live_blobs, tree_bytes, kept) = self.index.read(|txn| {
-            let keys = txn.open_table(KEYS).map_err(self.index.db())?;
-            let trees = txn.open_table(TREES).map_err(self.index.db())?;
-            let blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
-            let mut live_trees = HashSet::new();
-            let mut live_blobs = HashSet::new();
-            let mut stack = Vec::new();
-            for item in keys.iter().map_err(self.index.db())? {
-                let (k, v) = item.map_err(self.index.db())?;
-                let rec: KeyRecord = serde_json::from_slice(v.value()).map_err(|e| {
-                    Error::UnknownKey(format!(
-                        "{} (unreadable record: {e}); gc stopped",
-                        k.value()
-                    ))
-                })?;
-                for root in rec.roots() {
-                    match root {
-                        Root::Tree { id } => stack.push(id),
-                        Root::File { id, .. } => {
-                            live_blobs.insert(id);
+        let (dead_trees, dead_blobs, live_blobs, tree_bytes, kept, dead_rows) =
+            self.index.read(|txn| {
+                let keys = txn.open_table(KEYS).map_err(self.index.db())?;
+                let trees = txn.open_table(TREES).map_err(self.index.db())?;
+                let blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
+                let mut live_trees = HashSet::new();
+                let mut live_blobs = HashSet::new();
+                let mut stack = Vec::new();
+                for item in keys.iter().map_err(self.index.db())? {
+                    let (k, v) = item.map_err(self.index.db())?;
+                    let rec: KeyRecord = serde_json::from_slice(v.value()).map_err(|e| {
+                        Error::UnknownKey(format!(
+                            "{} (unreadable record: {e}); gc stopped",
+                            k.value()
+                        ))
+                    })?;
+                    for root in rec.roots() {
+                        match root {
+                            Root::Tree { id } => stack.push(id),
+                            Root::File { id, .. } => {
+                                live_blobs.insert(id);
+                            }
                         }
                     }
                 }
-            }
-            while let Some(id) = stack.pop() {
-                if !live_trees.insert(id) {
-                    continue;
-                }
-                // A tree we cannot read could hide references: refuse to guess.
-                let Some(bytes) = trees.get(&id.0).map_err(self.index.db())? else {
-                    continue;
-                };
-                let tree = decode_checked(id, bytes.value())?;
-                for e in tree.entries {
-                    match e.kind {
-                        EntryKind::Dir { tree } => stack.push(tree),
-                        EntryKind::File { blob, .. } => {
-                            live_blobs.insert(blob);
+                // Layer trees (see `layers`) live as long as their layer blob: mark until no row
+                // adds a tree (a layer tree's files could, in principle, include another layer).
+                let layer_rows = crate::layers::all_rows(txn, self)?;
+                let mut used_rows = HashSet::new();
+                loop {
+                    self.mark(&trees, &mut stack, &mut live_trees, &mut live_blobs)?;
+                    let before = used_rows.len();
+                    for (layer, tree) in &layer_rows {
+                        if live_blobs.contains(layer) && used_rows.insert(*layer) {
+                            stack.push(*tree);
                         }
-                        _ => {}
+                    }
+                    if used_rows.len() == before {
+                        break;
                     }
                 }
-            }
-            let mut dead_trees = Vec::new();
-            let mut tree_bytes = 0;
-            for item in trees.iter().map_err(self.index.db())? {
-                let (k, v) = item.map_err(self.index.db())?;
-                let id = Id(*k.value());
-                if !live_trees.contains(&id) {
-                    tree_bytes += v.value().len() as u64;
-                    dead_trees.push(id);
+                let dead_rows: Vec<Id> = layer_rows
+                    .iter()
+                    .map(|(layer, _)| *layer)
+                    .filter(|l| !used_rows.contains(l))
+                    .collect();
+                let mut dead_trees = Vec::new();
+                let mut tree_bytes = 0;
+                for item in trees.iter().map_err(self.index.db())? {
+                    let (k, v) = item.map_err(self.index.db())?;
+                    let id = Id(*k.value());
+                    if !live_trees.contains(&id) {
+                        tree_bytes += v.value().len() as u64;
+                        dead_trees.push(id);
+                    }
                 }
-            }
-            let mut dead_blobs = Vec::new();
-            for item in blobs.iter().map_err(self.index.db())? {
-                let (k, _) = item.map_err(self.index.db())?;
-                let id = Id(*k.value());
-                if !live_blobs.contains(&id) {
-                    dead_blobs.push(id);
+                let mut dead_blobs = Vec::new();
+                for item in blobs.iter().map_err(self.index.db())? {
+                    let (k, _) = item.map_err(self.index.db())?;
+                    let id = Id(*k.value());
+                    if !live_blobs.contains(&id) {
+                        dead_blobs.push(id);
+                    }
                 }
-            }
-            let kept = (live_trees.len() + live_blobs.len()) as u64;
-            Ok((dead_trees, dead_blobs, live_blobs, tree_bytes, kept))
-        })?;
+                let kept = (live_trees.len() + live_blobs.len()) as u64;
+                Ok((
+                    dead_trees, dead_blobs, live_blobs, tree_bytes, kept, dead_rows,
+                ))
+            })?;
         report.trees = dead_trees.len() as u64;
         report.blobs = dead_blobs.len() as u64;
         report.kept = kept;
@@ -138,8 +143,9 @@ impl Store {
         }
 
         // Sweep: index rows first, then files.
-        if !dead_trees.is_empty() || !dead_blobs.is_empty() {
+        if !dead_trees.is_empty() || !dead_blobs.is_empty() || !dead_rows.is_empty() {
             self.index.write(|txn| {
+                crate::layers::remove_rows(txn, self, &dead_rows)?;
                 let mut trees = txn.open_table(TREES).map_err(self.index.db())?;
                 for id in &dead_trees {
                     trees.remove(&id.0).map_err(self.index.db())?;
@@ -173,5 +179,35 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Marks everything reachable from the trees on `stack`.
+    fn mark(
+        &self,
+        trees: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+        stack: &mut Vec<Id>,
+        live_trees: &mut HashSet<Id>,
+        live_blobs: &mut HashSet<Id>,
+    ) -> Result<()> {
+        while let Some(id) = stack.pop() {
+            if !live_trees.insert(id) {
+                continue;
+            }
+            // A tree we cannot read could hide references: refuse to guess.
+            let Some(bytes) = trees.get(&id.0).map_err(self.index.db())? else {
+                continue;
+            };
+            let tree = decode_checked(id, bytes.value())?;
+            for e in tree.entries {
+                match e.kind {
+                    EntryKind::Dir { tree } => stack.push(tree),
+                    EntryKind::File { blob, .. } => {
+                        live_blobs.insert(blob);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 }

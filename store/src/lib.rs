@@ -31,6 +31,7 @@ mod id;
 mod index;
 pub mod ingest;
 mod key;
+mod layers;
 mod lock;
 mod materialize;
 mod oci_index;
@@ -51,6 +52,7 @@ pub use key::{
     Attachment, Key, KeyError, KeyRecord, LogAction, LogEntry, MAX_KEY_LEN, Root,
     check_attachment_name,
 };
+pub use layers::LayerTree;
 pub use lock::GcLock;
 pub use materialize::MaterializeStats;
 pub use progress::{NoProgress, Progress};
