@@ -60,6 +60,8 @@ pub struct Extracted {
     /// The image.
     #[serde(flatten)]
     pub source: Source,
+    /// Layers decomposed by this run (the others were decomposed before and reused).
+    pub layers_unpacked: usize,
     /// The tree written (a cairn tree of the merged filesystem, or of the selected paths).
     pub root: Root,
     /// What was written.
@@ -102,7 +104,7 @@ fn merged(
     opts: &ExtractOptions,
     held: &cairn_store::GcLock,
     progress: &dyn Progress,
-) -> Result<(Chosen, Node)> {
+) -> Result<(Chosen, Node, usize)> {
     let want = opts.platform.clone().unwrap_or_else(Platform::host);
     let paths = opts
         .paths
@@ -114,7 +116,7 @@ fn merged(
             reason,
         })?;
     let chosen = platform::choose(image, &want)?;
-    let layers = crate::layer::decompose_all(
+    let (layers, unpacked) = crate::layer::decompose_all(
         image,
         &chosen.layers,
         opts.max_layer_bytes,
@@ -132,7 +134,7 @@ fn merged(
     if !paths.is_empty() {
         root = merge::select(&root, &paths, &image.src())?;
     }
-    Ok((chosen, root))
+    Ok((chosen, root, unpacked))
 }
 
 fn source(chosen: &Chosen) -> Source {
@@ -156,11 +158,12 @@ pub fn extract(
     // Lock before resolving, so no gc can delete what the key names in between.
     let held = store.lock_shared()?;
     let image = StoredImage::open(store, target)?;
-    let (chosen, node) = merged(&image, opts, &held, progress)?;
+    let (chosen, node, layers_unpacked) = merged(&image, opts, &held, progress)?;
     let root = store.commit_node(&node, &image.src(), &held)?;
     let stats = store.materialize_locked(&root, dest, force, progress, &held)?;
     Ok(Extracted {
         source: source(&chosen),
+        layers_unpacked,
         root,
         stats,
     })
@@ -176,7 +179,7 @@ pub fn list(
 ) -> Result<(Source, Vec<ListEntry>)> {
     let held = store.lock_shared()?;
     let image = StoredImage::open(store, target)?;
-    let (chosen, node) = merged(&image, opts, &held, progress)?;
+    let (chosen, node, _) = merged(&image, opts, &held, progress)?;
     let mut out = Vec::new();
     let mut firsts = std::collections::HashMap::new();
     if let Node::Dir { children, .. } = &node {

@@ -48,7 +48,7 @@ pub(crate) fn origin(image: &StoredImage, n: usize, of: usize, layer: &LayerRef)
 }
 
 /// The decomposed form of each of `layers`, in order, decomposing those the store lacks on up
-/// to `jobs` threads.
+/// to `jobs` threads; and how many were decomposed.
 pub(crate) fn decompose_all(
     image: &StoredImage,
     layers: &[LayerRef],
@@ -56,7 +56,7 @@ pub(crate) fn decompose_all(
     jobs: usize,
     held: &GcLock,
     progress: &dyn Progress,
-) -> Result<Vec<LayerTree>> {
+) -> Result<(Vec<LayerTree>, usize)> {
     let store = image.store;
     let mut out: Vec<Option<LayerTree>> = Vec::with_capacity(layers.len());
     let mut todo = Vec::new();
@@ -114,10 +114,8 @@ pub(crate) fn decompose_all(
             out[n] = Some(r?);
         }
     }
-    Ok(out
-        .into_iter()
-        .map(|l| l.expect("every layer decomposed"))
-        .collect())
+    let trees = out.into_iter().map(|l| l.expect("every layer decomposed"));
+    Ok((trees.collect(), todo.len()))
 }
 
 /// Reads from a shared [`VerifiedReader`].

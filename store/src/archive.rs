@@ -197,10 +197,11 @@ pub(crate) fn ingest_reader(
         let etype = h.entry_type();
         let mut meta = if opts.preserve {
             Meta {
-                mode: h.mode().map_err(|e| bad(e.to_string()))? & crate::tree::MODE_MASK,
-                uid: h.uid().map_err(|e| bad(e.to_string()))? as u32,
-                gid: h.gid().map_err(|e| bad(e.to_string()))? as u32,
-                mtime: h.mtime().map_err(|e| bad(e.to_string()))? as i64,
+                mode: numeric(h.mode().map(u64::from), &h.as_old().mode).map_err(&bad)? as u32
+                    & crate::tree::MODE_MASK,
+                uid: numeric(h.uid(), &h.as_old().uid).map_err(&bad)? as u32,
+                gid: numeric(h.gid(), &h.as_old().gid).map_err(&bad)? as u32,
+                mtime: numeric(h.mtime(), &h.as_old().mtime).map_err(&bad)? as i64,
                 ..Meta::default()
             }
         } else {
@@ -392,6 +393,16 @@ pub(crate) fn ingest_reader(
         stored,
         implicit,
     })
+}
+
+/// A header's numeric field; one left blank (NULs or spaces, as some writers leave an owner
+/// they do not know) reads as 0, as GNU tar and Go's archive/tar read it.
+fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> Result<u64, String> {
+    match parsed {
+        Ok(n) => Ok(n),
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Records, before `segs` is inserted, which of its parent folders the insert will make.

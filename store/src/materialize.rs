@@ -280,6 +280,15 @@ impl Ctx<'_> {
                         Ok(()) => {
                             self.stats.specials += 1;
                             self.apply_meta_at(&dir, &e.name, &e.meta, &shown)?;
+                            // mknod applied the umask; the node was just made here, so
+                            // chmod by name cannot reach anything else.
+                            rustix::fs::chmodat(
+                                &*dir,
+                                e.name.as_slice(),
+                                Mode::from_raw_mode(e.meta.mode & 0o7777),
+                                AtFlags::empty(),
+                            )
+                            .map_err(errno)?;
                         }
                         Err(Errno::PERM) if ft != rustix::fs::FileType::Fifo => {
                             tracing::warn!(

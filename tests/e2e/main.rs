@@ -7,5 +7,6 @@ mod crash;
 mod features;
 mod hostile_archive;
 mod oci;
+mod oci_extract;
 mod remote;
 mod roundtrip;

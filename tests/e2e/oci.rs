@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 
 use crate::common::{Env, files_under, s, sha256_hex, write};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
 /// Runs an external tool and expects success; returns stdout.
-fn tool(prog: &str, args: &[&str]) -> String {
+pub(crate) fn tool(prog: &str, args: &[&str]) -> String {
     let out = Command::new(prog)
         .args(args)
         .output()
@@ -28,18 +28,37 @@ fn tool(prog: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn gzip(b: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(b: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(b).unwrap();
     e.finish().unwrap()
 }
 
-fn zstd(b: &[u8]) -> Vec<u8> {
+pub(crate) fn zstd(b: &[u8]) -> Vec<u8> {
     zstd::encode_all(b, 3).unwrap()
 }
 
+/// A layer's tar as its media type says it is compressed (a config's diff_ids hash that); the
+/// bytes themselves when they do not decompress (hostile layers, whose diff_id nobody checks).
+fn uncompressed(media_type: &str, b: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let ok = if media_type.ends_with("gzip") {
+        flate2::read::MultiGzDecoder::new(b)
+            .read_to_end(&mut out)
+            .is_ok()
+    } else if media_type.ends_with("zstd") {
+        zstd::stream::read::Decoder::new(b)
+            .and_then(|mut d| d.read_to_end(&mut out))
+            .is_ok()
+    } else {
+        false
+    };
+    if ok { out } else { b.to_vec() }
+}
+
 /// A tar of `files` (path, content), written byte by byte with fixed metadata.
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (p, c) in files {
         let mut h = tar::Header::new_gnu();
@@ -53,7 +72,7 @@ fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 /// A tar of a folder as buildx writes an OCI archive: every file, sorted, relative names.
-fn tar_dir(dir: &Path) -> Vec<u8> {
+pub(crate) fn tar_dir(dir: &Path) -> Vec<u8> {
     let files = files_under(dir);
     let data: Vec<(String, Vec<u8>)> = files
         .keys()
@@ -67,33 +86,33 @@ fn tar_dir(dir: &Path) -> Vec<u8> {
 }
 
 /// An OCI layout being built in a folder.
-struct Layout {
-    dir: PathBuf,
+pub(crate) struct Layout {
+    pub(crate) dir: PathBuf,
 }
 
 impl Layout {
-    fn new(dir: PathBuf) -> Layout {
+    pub(crate) fn new(dir: PathBuf) -> Layout {
         write(&dir, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
         std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
         Layout { dir }
     }
 
     /// Stores a blob; returns its descriptor.
-    fn blob(&self, media_type: &str, bytes: &[u8]) -> Value {
+    pub(crate) fn blob(&self, media_type: &str, bytes: &[u8]) -> Value {
         let hex = sha256_hex(bytes);
         write(&self.dir, &format!("blobs/sha256/{hex}"), bytes);
         json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": bytes.len()})
     }
 
-    fn json_blob(&self, media_type: &str, v: &Value) -> Value {
+    pub(crate) fn json_blob(&self, media_type: &str, v: &Value) -> Value {
         self.blob(media_type, &serde_json::to_vec(v).unwrap())
     }
 
     /// An image manifest over `layers` (media type, bytes) with a config for `arch`.
-    fn image(&self, arch: &str, layers: &[(&str, Vec<u8>)]) -> Value {
+    pub(crate) fn image(&self, arch: &str, layers: &[(&str, Vec<u8>)]) -> Value {
         let diff_ids: Vec<String> = layers
             .iter()
-            .map(|(_, b)| format!("sha256:{}", sha256_hex(b)))
+            .map(|(mt, b)| format!("sha256:{}", sha256_hex(&uncompressed(mt, b))))
             .collect();
         let config = self.json_blob(
             OCI_CONFIG,
@@ -110,7 +129,7 @@ impl Layout {
         d
     }
 
-    fn index(&self, manifests: Vec<Value>) {
+    pub(crate) fn index(&self, manifests: Vec<Value>) {
         write(
             &self.dir,
             "index.json",
@@ -121,7 +140,7 @@ impl Layout {
     }
 }
 
-fn named(mut d: Value, name: &str) -> Value {
+pub(crate) fn named(mut d: Value, name: &str) -> Value {
     d["annotations"] = json!({"org.opencontainers.image.ref.name": name});
     d
 }
@@ -147,7 +166,7 @@ fn simple_layout(dir: PathBuf, name: &str, extra: &[u8]) -> Layout {
 /// A multi-platform image as buildx writes it: index.json → nested index of two platform
 /// manifests, an attestation manifest (in-toto layer) and an artifact referring to the amd64
 /// manifest with a custom media type, plus a raw blob of an unknown media type.
-fn rich_layout(dir: PathBuf, name: &str) -> Layout {
+pub(crate) fn rich_layout(dir: PathBuf, name: &str) -> Layout {
     let l = Layout::new(dir);
     let amd = l.image(
         "amd64",
@@ -209,7 +228,7 @@ fn rich_layout(dir: PathBuf, name: &str) -> Layout {
 }
 
 /// The umoci-built image: two layers made by unpacking, adding files, repacking.
-fn umoci_layout(env: &Env) -> PathBuf {
+pub(crate) fn umoci_layout(env: &Env) -> PathBuf {
     let l = env.path("umoci");
     let ls = s(&l).to_string();
     tool("umoci", &["init", "--layout", &ls]);
@@ -238,7 +257,7 @@ fn umoci_layout(env: &Env) -> PathBuf {
     l
 }
 
-fn import(env: &Env, src: &Path, name: Option<&str>) -> Value {
+pub(crate) fn import(env: &Env, src: &Path, name: Option<&str>) -> Value {
     let mut args = vec!["oci", "import", s(src)];
     if let Some(n) = name {
         args.extend(["--name", n]);
@@ -246,7 +265,7 @@ fn import(env: &Env, src: &Path, name: Option<&str>) -> Value {
     env.json(&args)
 }
 
-fn root_of(v: &Value) -> String {
+pub(crate) fn root_of(v: &Value) -> String {
     v["root"]["id"].as_str().unwrap().to_string()
 }
 
@@ -618,6 +637,27 @@ fn seed_scenario_buildx_archive_survives_moving_the_store() {
     let l = rich_layout(env.path("layout"), "app");
     std::fs::write(env.path("image.tar"), tar_dir(&l.dir)).unwrap();
     let root = root_of(&import(&env, &env.path("image.tar"), None));
+    // Extract a subtree straight from the stored blobs: no daemon, no unpacked layout.
+    let sub = |dest: &Path| {
+        (
+            std::fs::read(dest.join("b")).unwrap(),
+            crate::common::names_under(dest),
+        )
+    };
+    env.ok(&[
+        "oci",
+        "extract",
+        "app",
+        s(&env.path("sub")),
+        "--platform",
+        "linux/amd64",
+        "--path",
+        "b",
+    ]);
+    assert_eq!(
+        sub(&env.path("sub")),
+        (b"more\n".to_vec(), vec!["b".to_string()])
+    );
     let moved = env.path("moved-store");
     std::fs::rename(env.store(), &moved).unwrap();
     let run = |args: &[&str]| {
@@ -649,6 +689,17 @@ fn seed_scenario_buildx_archive_survives_moving_the_store() {
         s(&env.path("again.tar")),
     ]);
     assert!(run(&["oci", "inspect", "app"]).contains(&root));
+    run(&[
+        "oci",
+        "extract",
+        "app",
+        s(&env.path("sub-moved")),
+        "--platform",
+        "linux/amd64",
+        "--path",
+        "b",
+    ]);
+    assert_eq!(sub(&env.path("sub-moved")), sub(&env.path("sub")));
 }
 
 #[test]
