@@ -31,6 +31,12 @@ const EXIT_MISSING: u8 = 16;
 const EXIT_UNTRUSTED: u8 = 32;
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so `cairn ls --json | head` would panic on the first write after
+    // the reader left; behave as other command-line tools do and end quietly instead.
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_logging(&cli.global);
     match run(cli) {
@@ -293,6 +299,11 @@ fn run(cli: Cli) -> Result<u8> {
                     // waiting gc.
                     drop(held);
                     let key = Key::new(&target)?;
+                    // Refuse a DEST that would be refused anyway before downloading anything
+                    // (a tree root is the common case; a file root is checked when written).
+                    if !force && dest.is_dir() {
+                        cairn_store::check_dest_dir(&dest, force)?;
+                    }
                     if !pull_fallback(g, &store, &remote, &key, &out, progress)? {
                         bail!(
                             "unknown key {key} (not in the local store, nor on any remote tried)"
@@ -325,6 +336,8 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Show { target, recursive } => {
             let store = open_store(g)?;
+            // Under the gc lock, so no gc deletes the trees being listed.
+            let _held = store.lock_shared()?;
             if cairn_store::Id::looks_like_id(&target) {
                 let root = store.resolve(&target)?;
                 out.tree_listing(&store, &root, recursive)?;

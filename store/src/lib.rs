@@ -54,7 +54,7 @@ pub use key::{
 };
 pub use layers::LayerTree;
 pub use lock::GcLock;
-pub use materialize::MaterializeStats;
+pub use materialize::{MaterializeStats, check_dest_dir};
 pub use progress::{NoProgress, Progress};
 pub use sign::{PublicKey, SecretKey, SignError, Signature};
 pub use store::{

@@ -473,7 +473,35 @@ fn open_dir_fd(dir: &Path) -> Result<OwnedFd> {
 
 /// Makes `dest` an empty folder: creates it (returning true) or checks that it is empty, or
 /// with `force` empties it.
+/// Whether `dest` can take a tree without `force`: absent, or an empty folder. For a caller
+/// that wants to refuse early, before fetching what it would write (the check is repeated
+/// when writing starts).
+pub fn check_dest_dir(dest: &Path, force: bool) -> Result<()> {
+    match std::fs::metadata(dest) {
+        Ok(m) if !m.is_dir() => Err(Error::Destination {
+            path: dest.to_path_buf(),
+            reason: "exists and is not a directory".into(),
+        }),
+        Ok(_)
+            if !force
+                && std::fs::read_dir(dest)
+                    .map_err(Error::io(dest))?
+                    .next()
+                    .is_some() =>
+        {
+            Err(Error::Destination {
+                path: dest.to_path_buf(),
+                reason: "is not empty (use --force to replace its contents)".into(),
+            })
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(dest)(e)),
+    }
+}
+
 fn prepare_dest_dir(dest: &Path, force: bool) -> Result<bool> {
+    check_dest_dir(dest, force)?;
     let dest_err = |reason: &str| Error::Destination {
         path: dest.to_path_buf(),
         reason: reason.to_string(),

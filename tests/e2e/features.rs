@@ -8,7 +8,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::common::{Env, files_under, names_under, s, sample_tree, sha256_hex, write};
+use crate::common::{
+    Env, assert_one_error_line, files_under, names_under, s, sample_tree, sha256_hex, write,
+};
 
 /// A path of more than 100 bytes (the ustar name field) and a symlink target of more than 100.
 const LONG_DIR: &str = "long/dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
@@ -867,4 +869,38 @@ fn a_preserved_tree_round_trips_through_export_and_import() {
             Some(b"v".to_vec())
         );
     }
+}
+
+#[test]
+fn a_reader_that_leaves_early_ends_cairn_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    // The completion script is far larger than a pipe buffer, so writes hit the closed pipe.
+    let mut child = env
+        .cmd()
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "{:?}: {stderr}",
+        out.status
+    );
+}
+
+#[test]
+fn get_refuses_a_non_empty_dest_before_pulling() {
+    let env = Env::new();
+    write(&env.path("dest"), "keep", b"mine");
+    // The remote does not even exist: the DEST check comes first.
+    let remote = format!("file://{}", env.path("no-such-remote").display());
+    let e = env.fails(&["get", "app@1", s(&env.path("dest")), "--remote", &remote]);
+    assert_one_error_line(&e, &["dest", "not empty"]);
+    assert_eq!(std::fs::read(env.path("dest/keep")).unwrap(), b"mine");
 }
