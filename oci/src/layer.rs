@@ -3,7 +3,7 @@
 //! streams, and kept as a tree whose files are ordinary blobs. Later extractions reuse it.
 
 use std::cell::RefCell;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Mutex;
@@ -16,9 +16,6 @@ use crate::error::{OciError, Result};
 use crate::image::StoredImage;
 use crate::media;
 use crate::platform::LayerRef;
-
-const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
-const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
 /// Media types of layers cairn unpacks: OCI's (plain, gzip, zstd, and their non-distributable
 /// forms) and Docker's.
@@ -153,18 +150,11 @@ fn decompose(
     held: &GcLock,
 ) -> Result<LayerTree> {
     let raw = Rc::new(RefCell::new(store.open_blob(id, size)?));
-    let mut buffered = BufReader::with_capacity(1 << 20, Shared(raw.clone()));
-    let head = buffered.fill_buf().map_err(|e| OciError::Image {
+    let buffered = BufReader::with_capacity(1 << 20, Shared(raw.clone()));
+    let decoded = cairn_store::stream::decompressed(buffered).map_err(|e| OciError::Image {
         src: from.to_path_buf(),
         reason: format!("unreadable: {e}"),
     })?;
-    let decoded: Box<dyn Read> = if head.starts_with(GZIP_MAGIC) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
-    } else if head.starts_with(ZSTD_MAGIC) {
-        Box::new(zstd::Decoder::with_buffer(buffered).map_err(OciError::io(from))?)
-    } else {
-        Box::new(buffered)
-    };
     let tar = CheckedToEnd {
         inner: decoded,
         raw,

@@ -1,20 +1,16 @@
 //! Reading a source (a layout folder, or a tar archive, plain, gzip or zstd) member by member,
 //! streaming each regular file straight into the store's temp folder while hashing it.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
+use cairn_store::stream::{self, EofWatch};
 use cairn_store::{Id, ImportBlob, Store};
 
 use crate::digest::{Alg, OciDigest, Tap};
 use crate::error::{OciError, Result};
-
-const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
-const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
 /// Deepest path a source may hold (`blobs/<alg>/<hex>`, or docker's `<id>/layer.tar`).
 const MAX_DEPTH: usize = 3;
@@ -182,22 +178,6 @@ fn collect_dir(store: &Store, c: &mut Collected, dir: &Path, prefix: &str) -> Re
     Ok(())
 }
 
-/// Notes whether the reader below the tar parser ran dry.
-struct EofWatch<R> {
-    inner: R,
-    hit: Rc<Cell<bool>>,
-}
-
-impl<R: Read> Read for EofWatch<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.hit.set(true);
-        }
-        Ok(n)
-    }
-}
-
 fn collect_tar(store: &Store, c: &mut Collected) -> Result<()> {
     let src = c.src.clone();
     let malformed = |reason: String| OciError::Source {
@@ -206,20 +186,10 @@ fn collect_tar(store: &Store, c: &mut Collected) -> Result<()> {
         reason,
     };
     let file = File::open(&src).map_err(OciError::io(&src))?;
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let head = r.fill_buf().map_err(OciError::io(&src))?;
-    let decompressed: Box<dyn Read> = if head.starts_with(GZIP_MAGIC) {
-        Box::new(flate2::read::MultiGzDecoder::new(r))
-    } else if head.starts_with(ZSTD_MAGIC) {
-        Box::new(zstd::Decoder::with_buffer(r).map_err(OciError::io(&src))?)
-    } else {
-        Box::new(r)
-    };
-    let hit = Rc::new(Cell::new(false));
-    let mut ar = tar::Archive::new(EofWatch {
-        inner: decompressed,
-        hit: hit.clone(),
-    });
+    let decompressed = stream::decompressed(BufReader::with_capacity(1 << 20, file))
+        .map_err(OciError::io(&src))?;
+    let (watched, hit) = EofWatch::new(decompressed);
+    let mut ar = tar::Archive::new(watched);
     let entries = ar
         .entries()
         .map_err(|e| malformed(format!("malformed archive: {e}")))?;

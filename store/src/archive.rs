@@ -8,7 +8,7 @@
 
 use std::cell::Cell;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -19,39 +19,13 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::ingest::{self, Built, Content, IngestOptions, Node, normal_mode};
 use crate::store::Store;
+use crate::stream::{EofWatch, decompressed};
 use crate::tree::{EntryKind, Meta, check_name};
-
-const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
-const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
-
-/// Notes whether the reader below the tar parser ran dry.
-struct EofWatch<R> {
-    inner: R,
-    hit: Rc<Cell<bool>>,
-}
-
-impl<R: Read> Read for EofWatch<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.hit.set(true);
-        }
-        Ok(n)
-    }
-}
 
 /// Opens `archive` with the decompressor its first bytes call for.
 fn open_decompressed(archive: &Path) -> Result<Box<dyn Read>> {
     let file = File::open(archive).map_err(Error::io(archive))?;
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let head = r.fill_buf().map_err(Error::io(archive))?;
-    Ok(if head.starts_with(GZIP_MAGIC) {
-        Box::new(flate2::read::MultiGzDecoder::new(r))
-    } else if head.starts_with(ZSTD_MAGIC) {
-        Box::new(zstd::Decoder::with_buffer(r).map_err(Error::io(archive))?)
-    } else {
-        Box::new(r)
-    })
+    decompressed(BufReader::with_capacity(1 << 20, file)).map_err(Error::io(archive))
 }
 
 /// Splits an entry name into checked segments; `./` prefixes and `.` segments are dropped.
@@ -143,7 +117,6 @@ pub(crate) fn ingest_reader(
     layer: Option<&LayerRules>,
 ) -> Result<Parsed> {
     let archive = origin;
-    let hit_eof = Rc::new(Cell::new(false));
     let hit_limit = Rc::new(Cell::new(false));
     let limited: Box<dyn Read + '_> = match layer {
         Some(rules) => Box::new(Limit {
@@ -153,10 +126,7 @@ pub(crate) fn ingest_reader(
         }),
         None => reader,
     };
-    let reader = EofWatch {
-        inner: limited,
-        hit: hit_eof.clone(),
-    };
+    let (reader, hit_eof) = EofWatch::new(limited);
     let mut ar = tar::Archive::new(reader);
     let mut root = Node::Dir {
         meta: normal_dir_meta(opts),

@@ -38,6 +38,7 @@ mod oci_index;
 mod progress;
 pub mod sign;
 mod store;
+pub mod stream;
 mod transfer;
 pub mod tree;
 mod verify;
