@@ -45,6 +45,10 @@ pub const LABEL_SOURCE: &str = "cairn.oci.source";
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Largest JSON document (index, manifest, config) cairn parses: 4 MiB, as containerd allows.
 pub const MAX_JSON: usize = 4 * 1024 * 1024;
+/// Most bytes of JSON documents an import keeps in memory in all (each source file that may be
+/// a document of at most [`MAX_JSON`] is kept while the source streams, since `index.json` may
+/// come last in an archive): 256 MiB, far above any real image, so memory stays bounded.
+pub const MAX_JSON_TOTAL: usize = 256 * 1024 * 1024;
 
 /// Media types cairn parses while walking an image.
 pub mod media {

@@ -34,6 +34,8 @@ pub(crate) struct Collected {
     pub src: PathBuf,
     pub is_dir: bool,
     pub members: BTreeMap<String, Member>,
+    /// Bytes of JSON documents kept in `members` so far (at most [`crate::MAX_JSON_TOTAL`]).
+    pub json_bytes: usize,
 }
 
 impl Collected {
@@ -120,13 +122,26 @@ impl Collected {
             }
             None => sha256.clone(),
         };
+        let (size, head) = (tap.size, tap.head.clone());
+        let json = tap.json();
+        self.json_bytes += json.as_ref().map_or(0, Vec::len);
+        if self.json_bytes > crate::MAX_JSON_TOTAL {
+            return Err(entry_err(
+                &self.src,
+                &path,
+                format!(
+                    "the source's JSON documents exceed {} MiB in all",
+                    crate::MAX_JSON_TOTAL >> 20
+                ),
+            ));
+        }
         let member = Member {
             digest,
             sha256,
-            size: tap.size,
-            head: tap.head.clone(),
+            size,
+            head,
             id: blob.0.blob.id,
-            json: tap.json(),
+            json,
             blob,
         };
         self.members.insert(path, member);
@@ -141,6 +156,7 @@ pub(crate) fn collect(store: &Store, src: &Path) -> Result<Collected> {
         src: src.to_path_buf(),
         is_dir: meta.is_dir(),
         members: BTreeMap::new(),
+        json_bytes: 0,
     };
     if meta.is_dir() {
         collect_dir(store, &mut c, src, "")?;
