@@ -42,20 +42,23 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            // One line, naming what is at fault (the store's errors carry the path or id).
-            // Causes already spelled out in the message are not repeated.
-            let mut msg = err.to_string();
-            for cause in err.chain().skip(1) {
-                let c = cause.to_string();
-                if !msg.contains(&c) {
-                    msg = format!("{msg}: {c}");
-                }
-            }
-            let msg = msg.replace('\n', " ");
-            eprintln!("cairn: error: {msg}");
+            eprintln!("cairn: error: {}", one_line(&err));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// An error as one line, naming what is at fault (the store's errors carry the path or id).
+/// Causes already spelled out in the message are not repeated.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg = format!("{msg}: {c}");
+        }
+    }
+    msg.replace('\n', " ")
 }
 
 fn init_logging(g: &Global) {
@@ -131,7 +134,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn soften(g: &Global, r: Result<()>) -> Result<()> {
     match r {
         Err(e) if g.no_fail_on_cache_error => {
-            tracing::warn!("remote failed, continuing without it: {e:#}");
+            tracing::warn!("remote failed, continuing without it: {}", one_line(&e));
             Ok(())
         }
         other => other,
@@ -191,7 +194,7 @@ fn pull_fallback(
             Ok(true) => return Ok(true),
             Ok(false) => tracing::info!("{key}: not on remote {name}"),
             Err(e) if g.no_fail_on_cache_error => {
-                tracing::warn!("remote {name} failed, trying the next: {e:#}")
+                tracing::warn!("remote {name} failed, trying the next: {}", one_line(&e))
             }
             Err(e) => return Err(e),
         }
