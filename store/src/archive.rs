@@ -14,7 +14,9 @@ use std::rc::Rc;
 
 use std::collections::{HashMap, HashSet};
 
-use crate::blobs::{PendingBlob, StoredBlob};
+use rayon::prelude::*;
+
+use crate::blobs::{PendingBlob, SMALL_BLOB_MAX, StoredBlob};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::ingest::{self, Built, Content, IngestOptions, Node, normal_mode};
@@ -137,6 +139,10 @@ pub(crate) fn ingest_reader(
         implicit.insert(Vec::new());
     }
     let mut pending: HashMap<Id, PendingBlob> = HashMap::new();
+    // Small files read but not yet written (see below), their ids, and their bytes.
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut queued: HashSet<Id> = HashSet::new();
+    let mut batch_bytes = 0usize;
     let mut next_group = 0u64;
     let limit_reason = || {
         format!(
@@ -214,21 +220,44 @@ pub(crate) fn ingest_reader(
         let node = match etype {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let want = entry.size();
-                let p = store
-                    .blobs
-                    .write_stream(&mut entry, want, archive)
-                    .map_err(|e| {
-                        if hit_limit.get() {
-                            bad(String::new())
-                        } else {
-                            e.into()
+                let (id, size) = if want > 0 && want <= SMALL_BLOB_MAX {
+                    // Small files are read whole and hashed here, and compressed and written
+                    // on the thread pool, a batch at a time: the tar stream is sequential,
+                    // compression need not be.
+                    let mut buf = Vec::with_capacity(want as usize);
+                    entry
+                        .read_to_end(&mut buf)
+                        .map_err(|e| bad(format!("malformed or truncated archive: {e}")))?;
+                    let id = Id::of(&buf);
+                    let size = buf.len() as u64;
+                    if size == want && !pending.contains_key(&id) && queued.insert(id) {
+                        batch_bytes += buf.len();
+                        batch.push(buf);
+                        if batch_bytes >= BATCH_BYTES {
+                            write_batch(store, &mut batch, &mut pending, archive)?;
+                            queued.clear();
+                            batch_bytes = 0;
                         }
-                    })?;
-                let (id, size) = (p.blob.id, p.blob.size);
+                    }
+                    (id, size)
+                } else {
+                    let p = store
+                        .blobs
+                        .write_stream(&mut entry, want, archive)
+                        .map_err(|e| {
+                            if hit_limit.get() {
+                                bad(String::new())
+                            } else {
+                                e.into()
+                            }
+                        })?;
+                    let (id, size) = (p.blob.id, p.blob.size);
+                    pending.entry(id).or_insert(p);
+                    (id, size)
+                };
                 if size != want {
                     return Err(bad(format!("truncated: {size} of {want} bytes")));
                 }
-                pending.entry(id).or_insert(p);
                 Node::File {
                     meta,
                     content: Content::Stored { id, size },
@@ -345,6 +374,7 @@ pub(crate) fn ingest_reader(
     // refused even when the tar inside looks complete.
     std::io::copy(&mut ar.into_inner(), &mut std::io::sink())
         .map_err(|e| malformed(None, format!("corrupt or truncated compressed stream: {e}")))?;
+    write_batch(store, &mut batch, &mut pending, archive)?;
     let ids: Vec<Id> = pending.keys().copied().collect();
     let present = store.present_blobs(&ids)?;
     let stored = pending
@@ -363,6 +393,26 @@ pub(crate) fn ingest_reader(
         stored,
         implicit,
     })
+}
+
+/// Bytes of small files an archive ingest holds in memory before writing them as one batch.
+const BATCH_BYTES: usize = 16 << 20;
+
+/// Writes a batch of small file contents as pending blobs, in parallel.
+fn write_batch(
+    store: &Store,
+    batch: &mut Vec<Vec<u8>>,
+    pending: &mut HashMap<Id, PendingBlob>,
+    origin: &Path,
+) -> Result<()> {
+    let written = std::mem::take(batch)
+        .into_par_iter()
+        .map(|buf| store.blobs.write_stream(&buf[..], buf.len() as u64, origin))
+        .collect::<Result<Vec<_>, _>>()?;
+    for p in written {
+        pending.entry(p.blob.id).or_insert(p);
+    }
+    Ok(())
 }
 
 /// A header's numeric field; one left blank (NULs or spaces, as some writers leave an owner
