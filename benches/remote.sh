@@ -20,6 +20,8 @@
 #   RCLONE_FLAGS=...    extra rclone flags for every rclone command (default "--transfers 8
 #                       --checkers 16": cairn's default concurrency is 8 requests in flight)
 #   ONLY="1 2 3"        which parts to run (1 fresh push, 2 re-push after 1% change, 3 restore)
+#   RESTORE_FILES=0     in part 3, skip the rclone copy of the files from the bucket (~22,000
+#                       GETs, ~3 minutes a run here; default 1)
 #   KEEP=1              keep BENCH_DIR and WORK_DIR at the end (default: delete the data, keep
 #                       $BENCH_DIR/results)
 #   FRESH=1             rebuild the trees even if BENCH_DIR already holds them
@@ -39,6 +41,7 @@ ONLY=${ONLY:-"1 2 3"}
 KEEP=${KEEP:-0}
 FRESH=${FRESH:-0}
 SMALL_FILES=${SMALL_FILES:-10000}
+RESTORE_FILES=${RESTORE_FILES:-1}
 MOTO_VERSION=5.2.1 # as scripts/services.sh
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -377,7 +380,7 @@ bench_restore() {
     tar -czf "$ARCHIVE" -C "$MIXED" .
     rclone $RCLONE_FLAGS copyto "$ARCHIVE" moto:restore/mixed.tar.gz
     local files=moto:repush/rclone
-    if [[ ! -f $BENCH_DIR/rclone-copy.current ]]; then
+    if [[ $RESTORE_FILES == 1 && ! -f $BENCH_DIR/rclone-copy.current ]]; then
         files=moto:restore/files
         rclone $RCLONE_FLAGS copy "$MIXED" "$files"
     fi
@@ -385,6 +388,8 @@ bench_restore() {
     arch_bytes=$(stat -c %s "$ARCHIVE")
 
     local clean="rm -rf '$cold' '$dest' '$dl'; mkdir -p '$dest' '$dl'"
+    local extra=()
+    [[ $RESTORE_FILES != 1 ]] || extra=(--prepare "$clean" -n "rclone copy (files)" "rclone $RCLONE_FLAGS copy $files '$dest'")
     hf --export-json "$RES/restore.json" \
         --prepare "$clean" \
         -n "cairn get --remote (cold store)" "'$CAIRN' --store '$cold' -q get $key '$dest' --remote $url" \
@@ -392,11 +397,11 @@ bench_restore() {
         -n "rclone copyto + tar -xzf" "rclone $RCLONE_FLAGS copyto moto:restore/mixed.tar.gz '$dl/mixed.tar.gz' && tar -xzf '$dl/mixed.tar.gz' -C '$dest'" \
         --prepare "$clean" \
         -n "rclone cat | tar -xzf" "rclone cat moto:restore/mixed.tar.gz | tar -xzf - -C '$dest'" \
-        --prepare "$clean" \
-        -n "rclone copy (files)" "rclone $RCLONE_FLAGS copy $files '$dest'"
+        "${extra[@]}"
     local a b c d
     a=$(median "$RES/restore.json" 0) b=$(median "$RES/restore.json" 1)
-    c=$(median "$RES/restore.json" 2) d=$(median "$RES/restore.json" 3)
+    c=$(median "$RES/restore.json" 2) d=
+    [[ $RESTORE_FILES != 1 ]] || d=$(median "$RES/restore.json" 3)
 
     # Counted and RSS-measured runs.
     local rq_get rq_dl rq_curl rq_rc m_get m_dl m_tar m_curl m_rc
@@ -413,10 +418,12 @@ bench_restore() {
     m_tar=$(rss "$RES/rss-tar.time" tar -xzf "$dl/mixed.tar.gz" -C "$dest")
     eval "$clean"
     m_curl=$(rss "$RES/rss-cat-tar.time" bash -c "set -o pipefail; rclone cat moto:restore/mixed.tar.gz | tar -xzf - -C '$dest'")
-    eval "$clean"
-    rq_rc=$(count_requests rclone $RCLONE_FLAGS copy "$files" "$dest")
-    eval "$clean"
-    m_rc=$(rss "$RES/rss-rclone-copy.time" rclone $RCLONE_FLAGS copy "$files" "$dest")
+    if [[ $RESTORE_FILES == 1 ]]; then
+        eval "$clean"
+        rq_rc=$(count_requests rclone $RCLONE_FLAGS copy "$files" "$dest")
+        eval "$clean"
+        m_rc=$(rss "$RES/rss-rclone-copy.time" rclone $RCLONE_FLAGS copy "$files" "$dest")
+    fi
     rm -rf "$cold" "$dest" "$dl"
 
     local r
@@ -427,9 +434,10 @@ bench_restore() {
     note "| cairn get --remote, empty store | $(fmt "$a") | ${r}x | ≤ 0.5x: $(met_le "$r" 0.5) | $(req_text "$rq_get") | $((${m_get% *} / 1024)) MB |"
     note "| rclone copyto tar.gz, then tar -xzf | $(fmt "$b") | 1 | | $(req_text "$rq_dl") | rclone $((${m_dl% *} / 1024)) MB, tar -xzf $((${m_tar% *} / 1024)) MB |"
     note "| rclone cat \\| tar -xzf (streamed) | $(fmt "$c") | $(ratio "$c" "$b")x | | $(req_text "$rq_curl") | $((${m_curl% *} / 1024)) MB (largest process) |"
-    note "| rclone copy of the files | $(fmt "$d") | $(ratio "$d" "$b")x | | $(req_text "$rq_rc") | $((${m_rc% *} / 1024)) MB |"
+    [[ $RESTORE_FILES != 1 ]] ||
+        note "| rclone copy of the files | $(fmt "$d") | $(ratio "$d" "$b")x | | $(req_text "$rq_rc") | $((${m_rc% *} / 1024)) MB |"
     note ""
-    note "cairn get vs rclone cat | tar: $(ratio "$a" "$c")x; vs rclone copy of the files: $(ratio "$a" "$d")x. Archive: $(mb "$arch_bytes") (tar -czf, gzip -6)."
+    note "cairn get vs rclone cat | tar: $(ratio "$a" "$c")x$([[ $RESTORE_FILES != 1 ]] || echo "; vs rclone copy of the files: $(ratio "$a" "$d")x"). Archive: $(mb "$arch_bytes") (tar -czf, gzip -6)."
 }
 
 # ---------------------------------------------------------------------------------------------
