@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_store::{Id, Key};
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientOptions, GetResult, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
-    PutOptions, PutPayload, RetryConfig,
+    BackoffConfig, ClientConfigKey, ClientOptions, GetResult, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 use serde::Serialize;
 
@@ -118,6 +118,20 @@ impl Remote {
         let mut client = ClientOptions::new()
             .with_timeout(opts.request_timeout)
             .with_connect_timeout(opts.connect_timeout);
+        // The cloud builders get the timeouts as config keys: `with_client_options` would
+        // replace the client settings `from_env` read, such as AWS_ALLOW_HTTP or AWS_PROXY_URL.
+        let timeouts = || {
+            [
+                (
+                    ClientConfigKey::Timeout,
+                    format!("{}ms", opts.request_timeout.as_millis()),
+                ),
+                (
+                    ClientConfigKey::ConnectTimeout,
+                    format!("{}ms", opts.connect_timeout.as_millis()),
+                ),
+            ]
+        };
         if url.scheme() == "http" {
             client = client.with_allow_http(true);
         }
@@ -129,8 +143,10 @@ impl Remote {
             "s3" | "s3a" => {
                 let mut b = AmazonS3Builder::from_env()
                     .with_url(cfg.url.clone())
-                    .with_retry(retry)
-                    .with_client_options(client);
+                    .with_retry(retry);
+                for (k, v) in timeouts() {
+                    b = b.with_config(AmazonS3ConfigKey::Client(k), v);
+                }
                 for (k, v) in &cfg.options {
                     let key = k
                         .to_ascii_lowercase()
@@ -146,8 +162,10 @@ impl Remote {
             "gs" => {
                 let mut b = GoogleCloudStorageBuilder::from_env()
                     .with_url(cfg.url.clone())
-                    .with_retry(retry)
-                    .with_client_options(client);
+                    .with_retry(retry);
+                for (k, v) in timeouts() {
+                    b = b.with_config(GoogleConfigKey::Client(k), v);
+                }
                 for (k, v) in &cfg.options {
                     let key = k
                         .to_ascii_lowercase()
@@ -163,8 +181,10 @@ impl Remote {
             "az" | "azure" | "abfs" | "abfss" | "adl" => {
                 let mut b = MicrosoftAzureBuilder::from_env()
                     .with_url(cfg.url.clone())
-                    .with_retry(retry)
-                    .with_client_options(client);
+                    .with_retry(retry);
+                for (k, v) in timeouts() {
+                    b = b.with_config(AzureConfigKey::Client(k), v);
+                }
                 for (k, v) in &cfg.options {
                     let key = k
                         .to_ascii_lowercase()
