@@ -6,8 +6,8 @@ use std::cell::RefCell;
 use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
 
 use cairn_store::blobs::VerifiedReader;
 use cairn_store::{GcLock, Id, LayerTree, Progress, Store};
@@ -149,15 +149,149 @@ fn decompose(
     max_bytes: u64,
     held: &GcLock,
 ) -> Result<LayerTree> {
-    let raw = Rc::new(RefCell::new(store.open_blob(id, size)?));
+    let raw = store.open_blob(id, size)?;
+    // Decompression (and the hashing of the layer blob) runs on a thread of its own, a few
+    // chunks ahead of the thread that parses the tar stream and stores its files, so a single
+    // large layer keeps two cores busy. The byte stream, and every error in it, reach the
+    // parser in the same order as from a plain reader.
+    let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<()>>(1);
+    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_CHUNKS);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let tar = match open_decoded(raw, from) {
+                Ok(tar) => {
+                    let _ = ready_tx.send(Ok(()));
+                    tar
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            pump(tar, &tx);
+        });
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(OciError::Image {
+                    src: from.to_path_buf(),
+                    reason: "the layer reader stopped".into(),
+                });
+            }
+        }
+        let piped = Piped {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+            over: false,
+            failed: false,
+        };
+        // Dropping `piped` (at the end of this call) stops the reader thread if the parser
+        // ended early.
+        Ok(store.decompose_layer(id, piped, from, max_bytes, held)?)
+    })
+}
+
+/// Chunks of decompressed layer bytes the reader thread may be ahead of the parser by.
+const PIPE_CHUNKS: usize = 8;
+/// Size of one chunk.
+const PIPE_CHUNK: usize = 256 << 10;
+
+/// The decompressed tar stream of a layer blob: the decompressor its first bytes call for, and
+/// a check of the whole blob (hash and size) before the end of the stream is reported.
+fn open_decoded(raw: VerifiedReader, from: &std::path::Path) -> Result<Box<dyn Read>> {
+    let raw = Rc::new(RefCell::new(raw));
     let buffered = BufReader::with_capacity(1 << 20, Shared(raw.clone()));
     let decoded = cairn_store::stream::decompressed(buffered).map_err(|e| OciError::Image {
         src: from.to_path_buf(),
         reason: format!("unreadable: {e}"),
     })?;
-    let tar = CheckedToEnd {
+    Ok(Box::new(CheckedToEnd {
         inner: decoded,
         raw,
-    };
-    Ok(store.decompose_layer(id, tar, from, max_bytes, held)?)
+    }))
+}
+
+/// Reads `tar` to its end in chunks into `tx`; an empty chunk marks the end, an error ends
+/// the stream. Stops early when the receiver is gone.
+fn pump(mut tar: Box<dyn Read>, tx: &mpsc::SyncSender<io::Result<Vec<u8>>>) {
+    loop {
+        let mut chunk = vec![0u8; PIPE_CHUNK];
+        let mut len = 0;
+        let end = loop {
+            match tar.read(&mut chunk[len..]) {
+                Ok(0) => break true,
+                Ok(n) => {
+                    len += n;
+                    if len == chunk.len() {
+                        break false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if len > 0 {
+                        chunk.truncate(len);
+                        let _ = tx.send(Ok(chunk));
+                    }
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        };
+        chunk.truncate(len);
+        if len > 0 && tx.send(Ok(chunk)).is_err() {
+            return;
+        }
+        if end {
+            let _ = tx.send(Ok(Vec::new()));
+            return;
+        }
+    }
+}
+
+/// The receiving end of [`pump`], as a reader.
+struct Piped {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    /// The stream ended: every later read returns 0.
+    over: bool,
+    /// The stream failed: every later read fails too.
+    failed: bool,
+}
+
+impl Read for Piped {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.pos == self.chunk.len() {
+            if self.failed {
+                return Err(io::Error::other("the layer stream failed earlier"));
+            }
+            if self.over {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) if chunk.is_empty() => self.over = true,
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.failed = true;
+                    return Err(io::Error::other("the layer reader stopped"));
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
