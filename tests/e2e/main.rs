@@ -7,6 +7,7 @@ mod crash;
 mod features;
 mod full_disk;
 mod hostile_archive;
+mod hostile_table;
 mod oci;
 mod remote;
 mod roundtrip;
