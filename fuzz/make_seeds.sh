@@ -93,5 +93,51 @@ for n, k in enumerate(sorted((remote / "keys").rglob("*.key"))):
     write("key_record", f"key-record-{n}.json", json.dumps(json.loads(data)["record"]).encode())
 for n, k in enumerate(["app/linux-amd64@3f2a", "a.b/c_d+e=f:g-h", "v1.2.3/../x"]):
     write("key_record", f"key-{n}.txt", k.encode())
+
+# oci_manifest: byte 0 = options (bit 0 docker-save, bit 1 gzip, bit 2 no --name), then
+# NUL-separated documents; in document M, @N / #N become the sha256 hex / size of document N > M.
+OM = "application/vnd.oci.image.manifest.v1+json"
+OI = "application/vnd.oci.image.index.v1+json"
+OC = "application/vnd.oci.image.config.v1+json"
+OA = "application/vnd.oci.artifact.manifest.v1+json"
+DM = "application/vnd.docker.distribution.manifest.v2+json"
+DL = "application/vnd.docker.distribution.manifest.list.v2+json"
+def desc(mt, n, extra=""):
+    return '{"mediaType":"%s","digest":"sha256:@%d","size":#%d%s}' % (mt, n, n, extra)
+named = ',"annotations":{"org.opencontainers.image.ref.name":"img:1"}'
+plat = lambda a: ',"platform":{"architecture":"%s","os":"linux"}' % a
+config = '{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:@3"]}}'
+def manifest(mt, cfg, layers, extra=""):
+    return '{"schemaVersion":2,"mediaType":"%s","config":%s,"layers":[%s]%s}' % (
+        mt, desc(OC, cfg), ",".join(desc("application/vnd.oci.image.layer.v1.tar", l) for l in layers), extra)
+def index(mt, entries):
+    return '{"schemaVersion":2,"mediaType":"%s","manifests":[%s]}' % (mt, ",".join(entries))
+def seed(name, flags, docs):
+    write("oci_manifest", name, bytes([flags]) + b"\0".join(d.encode() for d in docs))
+seed("simple", 0, [index(OI, [desc(OM, 1, named)]), manifest(OM, 2, [3]), config, "layer one"])
+seed("simple-unnamed.gz", 6, [index(OI, [desc(OM, 1, named)]), manifest(OM, 2, [3]), config, "layer one"])
+seed("nested-index", 0, [
+    index(OI, [desc(OI, 1, named)]),
+    index(OI, [desc(OM, 2, plat("amd64")), desc(OM, 5, plat("arm64"))]),
+    manifest(OM, 3, [4]), config.replace("@3", "@4"), "amd64 layer",
+    manifest(OM, 6, [7]), config.replace("@3", "@7").replace("amd64", "arm64"), "arm64 layer"])
+seed("artifact-subject", 0, [
+    index(OI, [desc(OM, 1, named), desc(OA, 4)]),
+    manifest(OM, 2, [3]), config, "layer",
+    '{"mediaType":"%s","artifactType":"application/spdx+json","blobs":[%s],"subject":%s}' % (
+        OA, desc("application/spdx+json", 5), desc(OM, 6)),
+    '{"spdxVersion":"SPDX-2.3"}',
+    manifest(OM, 7, [8]), config.replace("@3", "@8"), "layer"])
+seed("docker-manifests", 0, [
+    index(DL, [desc(DL, 1, named)]),
+    index(DL, [desc(DM, 2, plat("amd64"))]),
+    manifest(DM, 3, [4]).replace(OC, "application/vnd.docker.container.image.v1+json"),
+    config.replace("@3", "@4"), "docker layer"])
+seed("docker-save", 1, [
+    '[{"Config":"blobs/sha256/@1","RepoTags":["img:1","img:latest"],"Layers":["blobs/sha256/@2"]}]',
+    config.replace("@3", "@2"), "docker layer"])
+seed("docker-save-legacy.gz", 3, [
+    '[{"Config":"blobs/sha256/@1","RepoTags":null,"Layers":["blobs/sha256/@2","blobs/sha256/@2"]}]',
+    config.replace("@3", "@2"), "layer"])
 PY
 du -sh fuzz/corpus

@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
 # SECONDS (default 60) is the run time per target; TARGETs default to all of them
-# (tree_decode archive_ingest pack_index key_record). Not part of CI.
+# (tree_decode archive_ingest pack_index key_record oci_manifest). Not part of CI.
 #
 # Works on the stable toolchain: RUSTC_BOOTSTRAP=1 lets it take the nightly-only flags that
 # cargo-fuzz passes. Installs cargo-fuzz from crates.io if it is missing.
@@ -26,7 +26,7 @@ export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/fuzz/target}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 # A failed `try_reserve` must fail as it does in production (a null from malloc), not abort.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-allocator_may_return_null=1}"
-all_targets=(tree_decode archive_ingest pack_index key_record)
+all_targets=(tree_decode archive_ingest pack_index key_record oci_manifest)
 # -a: debug assertions (and so integer overflow checks) in the fuzzed code.
 flags=(--fuzz-dir fuzz --sanitizer "$sanitizer" -a)
 

@@ -43,6 +43,12 @@ fn segments(raw: &[u8]) -> Result<Vec<Vec<u8>>, String> {
             s => {
                 check_name(s).map_err(|e| e.to_string())?;
                 out.push(s.to_vec());
+                if out.len() > crate::tree::MAX_DEPTH {
+                    return Err(format!(
+                        "nested more than {} folders deep",
+                        crate::tree::MAX_DEPTH
+                    ));
+                }
             }
         }
     }

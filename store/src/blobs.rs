@@ -253,7 +253,9 @@ impl BlobDir {
             .prefix("blob-")
             .tempfile_in(&self.tmp)
             .map_err(io_at(&self.tmp))?;
-        tmp.write_all(&bytes).map_err(io_at(tmp.path()))?;
+        tmp.as_file_mut()
+            .write_all(&bytes)
+            .map_err(io_at(tmp.path()))?;
         Ok(PendingBlob {
             blob: StoredBlob {
                 id,
@@ -455,7 +457,9 @@ impl BlobDir {
             .prefix("blob-")
             .tempfile_in(&self.tmp)
             .map_err(io_at(&self.tmp))?;
-        tmp.write_all(bytes).map_err(io_at(tmp.path()))?;
+        tmp.as_file_mut()
+            .write_all(bytes)
+            .map_err(io_at(tmp.path()))?;
         Ok(PendingBlob {
             blob: StoredBlob {
                 id,

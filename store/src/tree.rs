@@ -15,6 +15,12 @@ pub const MAX_NAME_LEN: usize = 255;
 /// Longest symlink or hardlink target, in bytes: Linux's `PATH_MAX` less its NUL.
 pub const MAX_TARGET_LEN: usize = 4095;
 
+/// Deepest nesting of folders an archive entry may name. Far past any real tree (Linux's
+/// `PATH_MAX` holds at most 2048 one-letter levels), and low enough that the recursive walks over
+/// a tree (building, encoding, dropping, materializing) stay well within a thread's stack: an
+/// archive naming a path 100,000 folders deep overflowed it.
+pub const MAX_DEPTH: usize = 1024;
+
 /// Longest extended-attribute name (`XATTR_NAME_MAX`).
 pub const MAX_XATTR_NAME_LEN: usize = 255;
 

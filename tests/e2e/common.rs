@@ -584,3 +584,264 @@ impl Env {
             .expect("spawn cairn")
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Builders of hostile inputs: tar archives byte by byte, compression, OCI layouts.
+
+/// Tar archives written byte by byte, since tar libraries refuse to write most hostile ones.
+pub mod tarb {
+    pub const BLOCK: usize = 512;
+
+    /// A ustar header with `name` (and `link`) written straight into their fields, so that names a
+    /// tar library would refuse (`..`, absolute) can be built. Sizes and modes as given.
+    pub fn header(name: &[u8], kind: tar::EntryType, size: usize, link: &[u8]) -> [u8; BLOCK] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(size as u64);
+        h.set_entry_type(kind);
+        {
+            let old = h.as_old_mut();
+            assert!(name.len() <= old.name.len(), "name too long for the field");
+            old.name[..name.len()].copy_from_slice(name);
+            assert!(
+                link.len() <= old.linkname.len(),
+                "link too long for the field"
+            );
+            old.linkname[..link.len()].copy_from_slice(link);
+        }
+        h.set_cksum();
+        *h.as_bytes()
+    }
+
+    /// Appends one entry (header, data, padding).
+    pub fn entry(out: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+        out.extend_from_slice(&header(name.as_bytes(), kind, data.len(), link.as_bytes()));
+        out.extend_from_slice(data);
+        pad(out);
+    }
+
+    pub fn pad(out: &mut Vec<u8>) {
+        let rem = out.len() % BLOCK;
+        if rem != 0 {
+            out.resize(out.len() + BLOCK - rem, 0);
+        }
+    }
+
+    pub fn file(out: &mut Vec<u8>, name: &str, data: &[u8]) {
+        entry(out, name, tar::EntryType::Regular, "", data);
+    }
+
+    pub fn dir(out: &mut Vec<u8>, name: &str) {
+        entry(out, name, tar::EntryType::Directory, "", b"");
+    }
+
+    pub fn symlink(out: &mut Vec<u8>, name: &str, target: &str) {
+        entry(out, name, tar::EntryType::Symlink, target, b"");
+    }
+
+    pub fn hardlink(out: &mut Vec<u8>, name: &str, target: &str) {
+        entry(out, name, tar::EntryType::Link, target, b"");
+    }
+
+    /// A pax extended header setting `path` for the next entry.
+    pub fn pax_path(out: &mut Vec<u8>, path: &str) {
+        let body = format!(" path={path}\n");
+        // The record's length counts its own digits.
+        let mut len = body.len() + 1;
+        while format!("{len}").len() + body.len() != len {
+            len += 1;
+        }
+        let record = format!("{len}{body}");
+        entry(
+            out,
+            "PaxHeaders/x",
+            tar::EntryType::XHeader,
+            "",
+            record.as_bytes(),
+        );
+    }
+
+    /// A GNU long-name entry setting the name of the next entry.
+    pub fn gnu_long_name(out: &mut Vec<u8>, name: &str) {
+        let mut h = tar::Header::new_gnu();
+        let mut data = name.as_bytes().to_vec();
+        data.push(0);
+        h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&data);
+        pad(out);
+    }
+
+    /// The end-of-archive marker.
+    pub fn finish(mut out: Vec<u8>) -> Vec<u8> {
+        out.extend_from_slice(&[0u8; 2 * BLOCK]);
+        out
+    }
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+pub fn zstd(bytes: &[u8]) -> Vec<u8> {
+    zstd::encode_all(bytes, 3).unwrap()
+}
+
+/// `n` pseudo-random bytes (xorshift).
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+use serde_json::{Value, json};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+/// A tar of `files` (path, content), written byte by byte with fixed metadata.
+pub fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, c) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(c.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, p, *c).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// A tar of a folder as buildx writes an OCI archive: every file, sorted, relative names.
+pub fn tar_dir(dir: &Path) -> Vec<u8> {
+    let files = files_under(dir);
+    let data: Vec<(String, Vec<u8>)> = files
+        .keys()
+        .map(|p| (p.clone(), std::fs::read(dir.join(p)).unwrap()))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = data
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_slice()))
+        .collect();
+    tar_of(&refs)
+}
+
+/// An OCI layout being built in a folder.
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(dir: PathBuf) -> Layout {
+        write(&dir, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        Layout { dir }
+    }
+
+    /// Stores a blob; returns its descriptor.
+    pub fn blob(&self, media_type: &str, bytes: &[u8]) -> Value {
+        let hex = sha256_hex(bytes);
+        write(&self.dir, &format!("blobs/sha256/{hex}"), bytes);
+        json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": bytes.len()})
+    }
+
+    pub fn json_blob(&self, media_type: &str, v: &Value) -> Value {
+        self.blob(media_type, &serde_json::to_vec(v).unwrap())
+    }
+
+    /// An image manifest over `layers` (media type, bytes) with a config for `arch`.
+    pub fn image(&self, arch: &str, layers: &[(&str, Vec<u8>)]) -> Value {
+        let diff_ids: Vec<String> = layers
+            .iter()
+            .map(|(mt, b)| format!("sha256:{}", sha256_hex(&uncompressed(mt, b))))
+            .collect();
+        let config = self.json_blob(
+            OCI_CONFIG,
+            &json!({"architecture": arch, "os": "linux", "config": {},
+                    "rootfs": {"type": "layers", "diff_ids": diff_ids}}),
+        );
+        let layers: Vec<Value> = layers.iter().map(|(mt, b)| self.blob(mt, b)).collect();
+        let mut d = self.json_blob(
+            OCI_MANIFEST,
+            &json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config,
+                    "layers": layers}),
+        );
+        d["platform"] = json!({"architecture": arch, "os": "linux"});
+        d
+    }
+
+    pub fn index(&self, manifests: Vec<Value>) {
+        write(
+            &self.dir,
+            "index.json",
+            &serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                                        "manifests": manifests}))
+            .unwrap(),
+        );
+    }
+}
+
+/// A layer's tar as its media type says it is compressed (a config's diff_ids hash that, and
+/// umoci checks it); the bytes themselves when they do not decompress (hostile layers, whose
+/// diff_id nobody gets to check).
+fn uncompressed(media_type: &str, b: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let ok = if media_type.ends_with("gzip") {
+        flate2::read::MultiGzDecoder::new(b)
+            .read_to_end(&mut out)
+            .is_ok()
+    } else if media_type.ends_with("zstd") {
+        zstd::stream::read::Decoder::new(b)
+            .and_then(|mut d| d.read_to_end(&mut out))
+            .is_ok()
+    } else {
+        false
+    };
+    if ok { out } else { b.to_vec() }
+}
+
+pub fn named(mut d: Value, name: &str) -> Value {
+    d["annotations"] = json!({"org.opencontainers.image.ref.name": name});
+    d
+}
+
+/// A single-platform image with a plain, a gzip and a zstd layer, named `name`.
+pub fn simple_layout(dir: PathBuf, name: &str, extra: &[u8]) -> Layout {
+    let l = Layout::new(dir);
+    let t1 = tar_of(&[("etc/hello", b"hello\n"), ("bin/x", extra)]);
+    let t2 = tar_of(&[("etc/two", b"two\n")]);
+    let t3 = tar_of(&[("etc/three", &b"three\n".repeat(1000))]);
+    let m = l.image(
+        "amd64",
+        &[
+            ("application/vnd.oci.image.layer.v1.tar", t1),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", gzip(&t2)),
+            ("application/vnd.oci.image.layer.v1.tar+zstd", zstd(&t3)),
+        ],
+    );
+    l.index(vec![named(m, name)]);
+    l
+}

@@ -24,20 +24,31 @@ fn lock_file(env: &Env, name: &str) -> File {
         .expect("lock file")
 }
 
+/// True if `err` is the lock-timeout error: the store's ("timed out after 0.3s waiting for
+/// the gc lock (…); raise --lock-timeout or retry") or a remote ledger's ("timed out after …
+/// waiting for another cairn process").
+fn is_lock_timeout(err: &str) -> bool {
+    let line = err.trim_end();
+    line.lines().count() == 1
+        && line.starts_with("cairn: error: ")
+        && line.contains("timed out after ")
+        && (line.contains("; raise --lock-timeout or retry")
+            || line.contains("waiting for another cairn process"))
+}
+
 /// Checks the outcome of one command run by a worker. Success returns true. A failure is
-/// accepted (returning false) only if `may_time_out` and it is a lock timeout: exit 1 and one
-/// stderr line saying "timed out". Anything else panics.
+/// accepted (returning false) only if `may_time_out` and it is a lock timeout: exit 1 and the
+/// one-line lock-timeout error (see [`is_lock_timeout`]). Anything else panics.
 fn outcome(out: &Output, may_time_out: bool, what: &str) -> bool {
     if out.status.success() {
         return true;
     }
     let err = text(&out.stderr);
     assert!(
-        may_time_out && out.status.code() == Some(1) && err.contains("timed out"),
+        may_time_out && out.status.code() == Some(1) && is_lock_timeout(&err),
         "{what}: failed with {:?}: {err}",
         out.status
     );
-    assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
     false
 }
 
@@ -45,11 +56,19 @@ fn outcome(out: &Output, may_time_out: bool, what: &str) -> bool {
 struct Worker {
     /// Its keys still bound at the end, with the version of its tree each is bound to.
     bound: BTreeMap<String, usize>,
+    /// Its keys on the remote at the end, with the version of its tree each was pushed as.
+    pushed: BTreeMap<String, usize>,
     /// Operations run, by kind (and "timed out" for lock timeouts).
     counts: BTreeMap<&'static str, u32>,
 }
 
-/// Worker `w` of the eight-process test: 10 to 20 random operations, each checked.
+/// Operations each worker of the eight-process test runs.
+const OPS_PER_WORKER: u64 = 50;
+
+/// Worker `w` of the eight-process test: [`OPS_PER_WORKER`] random operations on the store and
+/// the remote `r`, each checked against a model of what the worker's keys are bound to, locally
+/// (`bound`) and on the remote (`pushed`). Only worker `w` binds, pushes or removes the keys
+/// `w<w>/*`, so the model is exact; the `shared/*` keys always hold the same trees.
 fn worker(env: &Env, w: usize, seed: u64, shared: &[PathBuf], own: &[PathBuf]) -> Worker {
     let mut rng = Rng::new(seed ^ ((w as u64 + 1) * 0x1000_0001));
     let impatient = w == IMPATIENT;
@@ -60,23 +79,26 @@ fn worker(env: &Env, w: usize, seed: u64, shared: &[PathBuf], own: &[PathBuf]) -
         }
         c.args(args).output().expect("run cairn")
     };
-    // A failure allowed only for the impatient worker, when its lock wait timed out.
+    // A refusal the model predicts (exit 1, one line naming `want`); for the impatient worker,
+    // a lock timeout instead is accepted too.
     let refused = |out: &Output, want: &str, what: &str| {
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{what}: {err}");
         assert!(
-            err.contains(want) || (impatient && err.contains("timed out")),
+            (err.contains(want) && err.trim_end().lines().count() == 1)
+                || (impatient && is_lock_timeout(&err)),
             "{what}: want \"{want}\": {err}"
         );
     };
     let mut bound: BTreeMap<String, usize> = BTreeMap::new();
+    let mut pushed: BTreeMap<String, usize> = BTreeMap::new();
     let mut counts: BTreeMap<&'static str, u32> = BTreeMap::new();
-    let ops = 10 + rng.below(11);
-    for n in 0..ops {
+    for n in 0..OPS_PER_WORKER {
         let ctx = format!("worker {w} op {n}");
+        let own_key = |rng: &mut Rng| format!("w{w}/{}", rng.below(2));
         let (kind, done) = match rng.below(100) {
-            0..=24 => {
-                let key = format!("w{w}/{}", rng.below(2));
+            0..=15 => {
+                let key = own_key(&mut rng);
                 let v = rng.below(2) as usize;
                 let out = run(&["put", &key, own[v].to_str().unwrap()]);
                 let ok = outcome(&out, impatient, &format!("{ctx}: put {key}"));
@@ -85,7 +107,7 @@ fn worker(env: &Env, w: usize, seed: u64, shared: &[PathBuf], own: &[PathBuf]) -
                 }
                 ("put", ok)
             }
-            25..=39 => {
+            16..=23 => {
                 let j = rng.below(2) as usize;
                 let key = format!("shared/{j}");
                 let out = run(&["put", &key, shared[j].to_str().unwrap()]);
@@ -94,16 +116,21 @@ fn worker(env: &Env, w: usize, seed: u64, shared: &[PathBuf], own: &[PathBuf]) -
                     outcome(&out, impatient, &format!("{ctx}: put {key}")),
                 )
             }
-            40..=64 => {
+            24..=41 => {
+                // A key not bound locally is fetched from the default remote `r` (and bound)
+                // if it was pushed there.
                 let dest = env.path(&format!("out/w{w}/{n}"));
                 let pick = rng.below(4);
-                let (key, want) = if pick < 2 {
+                let (key, want, via_remote) = if pick < 2 {
                     let key = format!("w{w}/{pick}");
-                    let want = bound.get(&key).map(|&v| &own[v]);
-                    (key, want)
+                    match (bound.get(&key), pushed.get(&key)) {
+                        (Some(&v), _) => (key, Some(&own[v]), None),
+                        (None, Some(&v)) => (key, Some(&own[v]), Some(v)),
+                        (None, None) => (key, None, None),
+                    }
                 } else {
                     let j = (pick - 2) as usize;
-                    (format!("shared/{j}"), Some(&shared[j]))
+                    (format!("shared/{j}"), Some(&shared[j]), None)
                 };
                 let out = run(&["get", &key, dest.to_str().unwrap()]);
                 let what = format!("{ctx}: get {key}");
@@ -113,17 +140,83 @@ fn worker(env: &Env, w: usize, seed: u64, shared: &[PathBuf], own: &[PathBuf]) -
                         if ok {
                             assert_same_tree(src, &dest, &what);
                         }
+                        if let Some(v) = via_remote {
+                            // A get that timed out may have bound the key before giving up:
+                            // only the pushed version can be bound.
+                            let now = env.key_roots().into_iter().any(|(k, _)| k == key);
+                            assert!(!ok || now, "{what}: restored but did not bind the key");
+                            if now {
+                                bound.insert(key.clone(), v);
+                            }
+                        }
                         ok
                     }
                     None => {
                         refused(&out, "unknown key", &what);
-                        assert!(!dest.exists(), "{what}: left {dest:?}");
                         true
                     }
                 };
+                if !ok || want.is_none() {
+                    assert!(!dest.exists(), "{what}: a failed get left {dest:?}");
+                }
+                let _ = std::fs::remove_dir_all(&dest);
                 ("get", ok)
             }
-            65..=74 => {
+            42..=51 => {
+                let (key, local) = if rng.below(3) == 0 {
+                    let key = format!("shared/{}", rng.below(2));
+                    (key, None)
+                } else {
+                    let key = own_key(&mut rng);
+                    let local = bound.get(&key).copied();
+                    (key, Some(local))
+                };
+                let out = run(&["push", "r", &key]);
+                let what = format!("{ctx}: push {key}");
+                let ok = match local {
+                    None => outcome(&out, impatient, &what),
+                    Some(Some(v)) => {
+                        let ok = outcome(&out, impatient, &what);
+                        if ok {
+                            pushed.insert(key, v);
+                        }
+                        ok
+                    }
+                    Some(None) => {
+                        refused(&out, "unknown key", &what);
+                        true
+                    }
+                };
+                ("push", ok)
+            }
+            52..=67 => {
+                let (key, remote) = if rng.below(3) == 0 {
+                    let key = format!("shared/{}", rng.below(2));
+                    (key, None)
+                } else {
+                    let key = own_key(&mut rng);
+                    let remote = pushed.get(&key).copied();
+                    (key, Some(remote))
+                };
+                let out = run(&["pull", "r", &key]);
+                let what = format!("{ctx}: pull {key}");
+                let ok = match remote {
+                    None => outcome(&out, impatient, &what),
+                    Some(Some(v)) => {
+                        let ok = outcome(&out, impatient, &what);
+                        if ok {
+                            bound.insert(key, v);
+                        }
+                        ok
+                    }
+                    Some(None) => {
+                        refused(&out, "is not on the remote", &what);
+                        true
+                    }
+                };
+                ("pull", ok)
+            }
+            68..=77 => {
                 let out = run(&["--json", "verify"]);
                 let what = format!("{ctx}: verify");
                 let ok = outcome(&out, impatient, &what);
@@ -133,12 +226,12 @@ fn worker(env: &Env, w: usize, seed: u64, shared: &[PathBuf], own: &[PathBuf]) -
                 }
                 ("verify", ok)
             }
-            75..=84 => (
+            78..=89 => (
                 "gc",
                 outcome(&run(&["gc"]), impatient, &format!("{ctx}: gc")),
             ),
             _ => {
-                let key = format!("w{w}/{}", rng.below(2));
+                let key = own_key(&mut rng);
                 let out = run(&["rm", &key]);
                 let what = format!("{ctx}: rm {key}");
                 let ok = if bound.contains_key(&key) {
@@ -159,38 +252,55 @@ fn worker(env: &Env, w: usize, seed: u64, shared: &[PathBuf], own: &[PathBuf]) -
             *counts.entry("timed out").or_default() += 1;
         }
     }
-    Worker { bound, counts }
+    Worker {
+        bound,
+        pushed,
+        counts,
+    }
 }
 
 /// The worker of the eight-process test that runs with a tiny --lock-timeout.
 const IMPATIENT: usize = 7;
 const IMPATIENT_TIMEOUT: &str = "0.25";
 
-/// Test 1: eight processes at once, each running a random mix of 10-20 operations: put (of
-/// its own trees and of trees every worker shares), get (into a fresh folder, checked against
-/// the source), verify, gc and rm. Every one must succeed, except that worker 7 runs with a
-/// tiny --lock-timeout and may fail with "timed out" (and then must have changed nothing).
-/// Afterwards the store verifies clean and holds exactly the keys the workers left bound, each
-/// restoring its source.
+/// Test 1: eight processes at once on one store and one (file://) remote, each running 50
+/// random operations: put (of its own trees and of trees every worker shares), get (into a
+/// fresh folder, checked against the source; a key not bound locally is fetched from the
+/// remote if it was pushed), push and pull (of its own keys, checked against
+/// what it last pushed, and of the shared keys), verify, gc and rm. Every one must succeed or
+/// be refused as the worker's model predicts ("unknown key", "is not on the remote"), except
+/// that worker 7 runs with a tiny --lock-timeout and may fail with the one-line lock-timeout
+/// error (and then must have changed nothing its model tracks). Afterwards the store verifies
+/// clean (every key's closure complete: no key points at a missing object) and holds exactly
+/// the keys the workers left bound, each restoring the tree the model says; a fresh store
+/// pulls every key the remote holds and each restores the tree last pushed.
 #[test]
-fn eight_processes_mixing_put_get_verify_gc_rm_leave_a_consistent_store() {
+fn eight_processes_mixing_put_get_push_pull_verify_gc_rm_leave_a_consistent_store() {
     const WORKERS: usize = 8;
     let env = Env::new();
     let seed = test_seed("eight_processes");
+    let remote = env.path("remote");
+    env.ok(&[
+        "remote",
+        "add",
+        "r",
+        &format!("file://{}", remote.display()),
+    ]);
     let shared: Vec<PathBuf> = (0..2)
         .map(|j| {
             let d = env.path(&format!("src/shared{j}"));
-            gen_tree(&d, &format!("shared{j}"), 150, &[300_000]);
+            gen_tree(&d, &format!("shared{j}"), 60, &[100_000]);
             env.ok(&["put", &format!("shared/{j}"), d.to_str().unwrap()]);
             d
         })
         .collect();
+    env.ok(&["push", "r", "shared/0", "shared/1"]);
     let own: Vec<Vec<PathBuf>> = (0..WORKERS)
         .map(|w| {
             (0..2)
                 .map(|v| {
                     let d = env.path(&format!("src/w{w}v{v}"));
-                    gen_tree(&d, &format!("w{w}v{v}"), 40, &[120_000, 50_000]);
+                    gen_tree(&d, &format!("w{w}v{v}"), 16, &[40_000, 20_000]);
                     d
                 })
                 .collect()
@@ -222,7 +332,16 @@ fn eight_processes_mixing_put_get_verify_gc_rm_leave_a_consistent_store() {
             want.insert(key.clone(), &own[w][v]);
         }
     }
-    eprintln!("8 workers in {elapsed:?}: {totals:?}");
+    let ops: u32 = totals
+        .iter()
+        .filter(|(k, _)| **k != "timed out")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(ops as u64, WORKERS as u64 * OPS_PER_WORKER);
+    eprintln!("8 workers x {OPS_PER_WORKER} ops in {elapsed:?}: {totals:?}");
+    for kind in ["put", "get", "push", "pull", "verify", "gc"] {
+        assert!(totals.get(kind).copied().unwrap_or(0) > 0, "no {kind} ran");
+    }
 
     env.assert_verify_clean("after the workers");
     let listed: Vec<String> = env.key_roots().into_iter().map(|(k, _)| k).collect();
@@ -232,6 +351,33 @@ fn eight_processes_mixing_put_get_verify_gc_rm_leave_a_consistent_store() {
         let dest = env.path(&format!("final/{key}"));
         env.ok(&["get", key, dest.to_str().unwrap()]);
         assert_same_tree(src, &dest, &format!("final get {key}"));
+    }
+
+    // The remote: a fresh store pulls every key on it, each the tree last pushed.
+    let mut on_remote: BTreeMap<String, &PathBuf> = BTreeMap::new();
+    for (j, src) in shared.iter().enumerate() {
+        on_remote.insert(format!("shared/{j}"), src);
+    }
+    for (w, r) in results.iter().enumerate() {
+        for (key, &v) in &r.pushed {
+            on_remote.insert(key.clone(), &own[w][v]);
+        }
+    }
+    let fresh = Env::new();
+    fresh.ok(&[
+        "remote",
+        "add",
+        "r",
+        &format!("file://{}", remote.display()),
+    ]);
+    let mut args = vec!["pull", "r"];
+    args.extend(on_remote.keys().map(String::as_str));
+    fresh.ok(&args);
+    fresh.assert_verify_clean("a fresh store after pulling everything");
+    for (key, src) in &on_remote {
+        let dest = fresh.path(&format!("final/{key}"));
+        fresh.ok(&["get", key, dest.to_str().unwrap()]);
+        assert_same_tree(src, &dest, &format!("fresh pull of {key}"));
     }
 }
 

@@ -7,117 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::common::{Env, assert_one_error_line, names_under, s};
-
-const BLOCK: usize = 512;
-
-/// A ustar header with `name` (and `link`) written straight into their fields, so that names a
-/// tar library would refuse (`..`, absolute) can be built. Sizes and modes as given.
-fn header(name: &[u8], kind: tar::EntryType, size: usize, link: &[u8]) -> [u8; BLOCK] {
-    let mut h = tar::Header::new_ustar();
-    h.set_mode(if kind == tar::EntryType::Directory {
-        0o755
-    } else {
-        0o644
-    });
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_size(size as u64);
-    h.set_entry_type(kind);
-    {
-        let old = h.as_old_mut();
-        assert!(name.len() <= old.name.len(), "name too long for the field");
-        old.name[..name.len()].copy_from_slice(name);
-        assert!(
-            link.len() <= old.linkname.len(),
-            "link too long for the field"
-        );
-        old.linkname[..link.len()].copy_from_slice(link);
-    }
-    h.set_cksum();
-    *h.as_bytes()
-}
-
-/// Appends one entry (header, data, padding).
-fn entry(out: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
-    out.extend_from_slice(&header(name.as_bytes(), kind, data.len(), link.as_bytes()));
-    out.extend_from_slice(data);
-    pad(out);
-}
-
-fn pad(out: &mut Vec<u8>) {
-    let rem = out.len() % BLOCK;
-    if rem != 0 {
-        out.resize(out.len() + BLOCK - rem, 0);
-    }
-}
-
-fn file(out: &mut Vec<u8>, name: &str, data: &[u8]) {
-    entry(out, name, tar::EntryType::Regular, "", data);
-}
-
-fn dir(out: &mut Vec<u8>, name: &str) {
-    entry(out, name, tar::EntryType::Directory, "", b"");
-}
-
-fn symlink(out: &mut Vec<u8>, name: &str, target: &str) {
-    entry(out, name, tar::EntryType::Symlink, target, b"");
-}
-
-fn hardlink(out: &mut Vec<u8>, name: &str, target: &str) {
-    entry(out, name, tar::EntryType::Link, target, b"");
-}
-
-/// A pax extended header setting `path` for the next entry.
-fn pax_path(out: &mut Vec<u8>, path: &str) {
-    let body = format!(" path={path}\n");
-    // The record's length counts its own digits.
-    let mut len = body.len() + 1;
-    while format!("{len}").len() + body.len() != len {
-        len += 1;
-    }
-    let record = format!("{len}{body}");
-    entry(
-        out,
-        "PaxHeaders/x",
-        tar::EntryType::XHeader,
-        "",
-        record.as_bytes(),
-    );
-}
-
-/// A GNU long-name entry setting the name of the next entry.
-fn gnu_long_name(out: &mut Vec<u8>, name: &str) {
-    let mut h = tar::Header::new_gnu();
-    let mut data = name.as_bytes().to_vec();
-    data.push(0);
-    h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
-    h.set_mode(0o644);
-    h.set_size(data.len() as u64);
-    h.set_entry_type(tar::EntryType::GNULongName);
-    h.set_cksum();
-    out.extend_from_slice(h.as_bytes());
-    out.extend_from_slice(&data);
-    pad(out);
-}
-
-/// The end-of-archive marker.
-fn finish(mut out: Vec<u8>) -> Vec<u8> {
-    out.extend_from_slice(&[0u8; 2 * BLOCK]);
-    out
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
-
-fn zstd(bytes: &[u8]) -> Vec<u8> {
-    zstd::encode_all(bytes, 3).unwrap()
-}
+use crate::common::tarb::{
+    BLOCK, dir, file, finish, gnu_long_name, hardlink, header, pad, pax_path, symlink,
+};
+use crate::common::{Env, assert_one_error_line, gzip, names_under, noise, s, zstd};
 
 /// A well-formed archive with two files and a folder.
 fn good_tar() -> Vec<u8> {
@@ -449,19 +342,6 @@ fn cases(outside: &Path) -> Vec<(String, Vec<u8>, Vec<String>)> {
     hardlink(&mut t, "h", "real/../../evil");
     add("hardlink-dotdot-inner.tar", finish(t), &["\"h\"", "'..'"]);
     v
-}
-
-/// `n` pseudo-random bytes (xorshift).
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
 }
 
 fn check(label: &str) {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::common::{Env, assert_one_error_line, s, sha256_hex, write};
-use crate::oci::{Layout, gzip, import, named, tool, zstd};
+use crate::common::{Env, Layout, assert_one_error_line, gzip, named, s, sha256_hex, write, zstd};
+use crate::oci::{import, tool};
 
 const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 const LAYER_GZ: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -475,8 +475,8 @@ fn paths_ls_platforms_and_reuse_of_decomposed_layers() {
     l.index(vec![named(
         {
             l.json_blob(
-                crate::oci::OCI_INDEX,
-                &json!({"schemaVersion": 2, "mediaType": crate::oci::OCI_INDEX,
+                crate::common::OCI_INDEX,
+                &json!({"schemaVersion": 2, "mediaType": crate::common::OCI_INDEX,
                         "manifests": [amd, arm]}),
             )
         },
