@@ -20,8 +20,10 @@ use crate::record::{RECORD_FORMAT, RemoteRecord};
 /// Neighbouring objects of one pack are fetched in one ranged GET when the gap between them is
 /// at most this many bytes (fewer requests for a little more transfer).
 pub const COALESCE_GAP: u64 = 1024 * 1024;
-/// A coalesced range never exceeds this many bytes (bounds memory per request in flight).
-pub const MAX_RANGE: u64 = 32 * 1024 * 1024;
+/// A coalesced range never exceeds this many bytes. It bounds memory: each request in flight
+/// holds its range and the objects decoded from it (at 32 MiB, `get --remote` of a 1 GB tree
+/// peaked at 194 MB RSS: docs/benchmarks.md, R2).
+pub const MAX_RANGE: u64 = 16 * 1024 * 1024;
 
 /// What a pull did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -252,27 +254,28 @@ pub async fn pull(
     }
     progress.start("pulling", (in_packs.len() + alone.len()) as u64);
     let stage_store = store.clone();
-    let staged = fetch_packed(remote, &in_packs, progress, move |p, stored, _content| {
+    let packed = fetch_packed(remote, &in_packs, progress, move |p, stored, _content| {
         Ok((
             stage_store.stage_encoded(p.entry.id, p.entry.size, p.entry.encoding, stored)?,
             p.entry.len,
         ))
-    })
-    .await?;
-    let mut blobs: Vec<ImportBlob> = Vec::new();
-    for (_, (b, stored_len)) in staged {
-        summary.bytes_received += stored_len;
-        summary.objects_received += 1;
-        blobs.push(b);
-    }
+    });
     let large = futures::stream::iter(
         alone
             .into_iter()
             .map(|(id, size)| fetch_standalone(store, remote, id, size)),
     )
     .buffer_unordered(remote.options().concurrency.clamp(1, 4))
-    .collect::<Vec<_>>()
-    .await;
+    .collect::<Vec<_>>();
+    // Packs and standalone blobs download at the same time: a tree with a few large files
+    // otherwise waits for all its small ones first.
+    let (staged, large) = futures::join!(packed, large);
+    let mut blobs: Vec<ImportBlob> = Vec::new();
+    for (_, (b, stored_len)) in staged? {
+        summary.bytes_received += stored_len;
+        summary.objects_received += 1;
+        blobs.push(b);
+    }
     for r in large {
         let (b, n) = r?;
         summary.bytes_received += n;
