@@ -36,6 +36,7 @@ mod materialize;
 mod oci_index;
 mod progress;
 pub mod sign;
+mod statcache;
 mod store;
 mod transfer;
 pub mod tree;
