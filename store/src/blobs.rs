@@ -31,6 +31,9 @@ pub const SMALL_BLOB_MAX: u64 = 1024 * 1024;
 /// Below this size compression is never tried (a zstd frame's overhead would eat any gain).
 const MIN_COMPRESS_LEN: usize = 64;
 
+/// Name prefix of temp files inside the fan-out folders (never a blob name).
+pub const TEMP_PREFIX: &str = ".tmp-";
+
 /// Size of the copy buffer for streaming blobs in and out.
 const IO_BUF_LEN: usize = 256 * 1024;
 
@@ -116,6 +119,9 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BlobError + '_ {
     }
 }
 
+/// A blob file found by [`BlobDir::list`]: its id, encoding and size on disk.
+pub type BlobFile = (Id, Encoding, u64);
+
 /// A blob written to a temp file but not yet in place. Dropping it deletes the temp file.
 #[derive(Debug)]
 pub struct PendingBlob {
@@ -173,6 +179,18 @@ impl BlobDir {
         p
     }
 
+    /// A new temp file for blob `id`, in the fan-out folder it will be renamed into: the rename
+    /// stays within one folder, and file creation is spread over 256 folders instead of one
+    /// (on ext4, creating tens of thousands of files in one folder right after mass deletions is
+    /// slow: see `docs/benchmarks.md`). Leftovers are named `.tmp-*` and deleted by gc.
+    fn temp_for(&self, id: &Id) -> Result<tempfile::NamedTempFile, BlobError> {
+        let dir = self.root.join(&id.to_hex()[..2]);
+        tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&dir)
+            .map_err(io_at(&dir))
+    }
+
     /// The blob directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -187,8 +205,19 @@ impl BlobDir {
     /// again as it is copied, so a file that changed in between is an error, never a blob under
     /// the wrong id.
     pub fn write_file(&self, src: &Path, expect: Id) -> Result<StoredBlob, BlobError> {
+        let len = fs::metadata(src).map_err(io_at(src))?.len();
+        self.write_file_sized(src, expect, len)
+    }
+
+    /// [`BlobDir::write_file`] for a file whose length the caller has just read (it only picks
+    /// the strategy: the content is hashed and checked whatever its length turns out to be).
+    pub fn write_file_sized(
+        &self,
+        src: &Path,
+        expect: Id,
+        len: u64,
+    ) -> Result<StoredBlob, BlobError> {
         let file = File::open(src).map_err(io_at(src))?;
-        let len = file.metadata().map_err(io_at(src))?.len();
         let pending = self.write_reader(file, len, src)?;
         if pending.blob.id != expect {
             // Dropping the pending blob deletes its temp file.
@@ -249,10 +278,7 @@ impl BlobDir {
             }
             None => (Encoding::Raw, content),
         };
-        let mut tmp = tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(&self.tmp)
-            .map_err(io_at(&self.tmp))?;
+        let mut tmp = self.temp_for(&id)?;
         tmp.as_file_mut()
             .write_all(&bytes)
             .map_err(io_at(tmp.path()))?;
@@ -289,6 +315,8 @@ impl BlobDir {
             .map_err(io_at(&self.tmp))?;
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
+        // Held until the encoder is finished: at most one multithreaded compression at a time.
+        let mut mt_token: Option<MtToken> = None;
         {
             let out = io::BufWriter::with_capacity(IO_BUF_LEN, tmp.as_file());
             let tmp_path = tmp.path().to_path_buf();
@@ -297,6 +325,9 @@ impl BlobDir {
                 Encoding::Zstd => {
                     let mut enc = zstd::Encoder::new(out, self.level).map_err(io_at(&tmp_path))?;
                     if size_hint >= MULTITHREAD_COMPRESS_MIN {
+                        mt_token = MtToken::take();
+                    }
+                    if mt_token.is_some() {
                         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
                         enc.multithread(threads as u32).map_err(io_at(&tmp_path))?;
                     }
@@ -320,6 +351,7 @@ impl BlobDir {
             }
             sink.flush().map_err(io_at(&tmp_path))?;
         }
+        drop(mt_token);
         let id = Id::from_hash(hasher.finalize());
         let stored_size = tmp.as_file().metadata().map_err(io_at(tmp.path()))?.len();
         Ok(PendingBlob {
@@ -358,13 +390,41 @@ impl BlobDir {
         Err(BlobError::Missing(*id))
     }
 
+    /// Finds the file holding `id`, trying `hint` (the encoding the index records) first, so a
+    /// read costs one `open`.
+    pub fn locate_hinted(
+        &self,
+        id: &Id,
+        hint: Option<Encoding>,
+    ) -> Result<(File, Encoding, PathBuf), BlobError> {
+        if let Some(enc) = hint {
+            let p = self.path(id, enc);
+            match File::open(&p) {
+                Ok(f) => return Ok((f, enc, p)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_at(&p)(e)),
+            }
+        }
+        self.locate(id)
+    }
+
     /// Opens `id` for reading through a [`VerifiedReader`].
     pub fn open_verified(
         &self,
         id: &Id,
         expect_size: Option<u64>,
     ) -> Result<VerifiedReader, BlobError> {
-        let (file, enc, _path) = self.locate(id)?;
+        self.open_verified_hinted(id, expect_size, None)
+    }
+
+    /// [`BlobDir::open_verified`], trying the encoding `hint` first.
+    pub fn open_verified_hinted(
+        &self,
+        id: &Id,
+        expect_size: Option<u64>,
+        hint: Option<Encoding>,
+    ) -> Result<VerifiedReader, BlobError> {
+        let (file, enc, _path) = self.locate_hinted(id, hint)?;
         let inner: Box<dyn Read + Send> = match enc {
             Encoding::Raw => Box::new(file),
             Encoding::Zstd => Box::new(
@@ -396,13 +456,24 @@ impl BlobDir {
         expect_size: Option<u64>,
         sink: &mut dyn Write,
     ) -> Result<u64, BlobError> {
+        self.read_verified_hinted(id, expect_size, None, sink)
+    }
+
+    /// [`BlobDir::read_verified`], trying the encoding `hint` (from the index) first.
+    pub fn read_verified_hinted(
+        &self,
+        id: &Id,
+        expect_size: Option<u64>,
+        hint: Option<Encoding>,
+        sink: &mut dyn Write,
+    ) -> Result<u64, BlobError> {
         if let Some(size) = expect_size.filter(|s| *s <= SMALL_BLOB_MAX) {
-            let content = self.read_small(id, size)?;
-            sink.write_all(&content)
-                .map_err(|source| BlobError::Sink { id: *id, source })?;
-            return Ok(size);
+            return self.with_small(id, size, hint, |content| {
+                sink.write_all(content)
+                    .map_err(|source| BlobError::Sink { id: *id, source })
+            });
         }
-        let mut reader = self.open_verified(id, expect_size)?;
+        let mut reader = self.open_verified_hinted(id, expect_size, hint)?;
         let mut buf = vec![0u8; IO_BUF_LEN];
         loop {
             let n = match reader.read(&mut buf) {
@@ -453,10 +524,7 @@ impl BlobDir {
         encoding: Encoding,
         bytes: &[u8],
     ) -> Result<PendingBlob, BlobError> {
-        let mut tmp = tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(&self.tmp)
-            .map_err(io_at(&self.tmp))?;
+        let mut tmp = self.temp_for(&id)?;
         tmp.as_file_mut()
             .write_all(bytes)
             .map_err(io_at(tmp.path()))?;
@@ -471,9 +539,23 @@ impl BlobDir {
         })
     }
 
+    /// Reads and checks a blob of known small `size` whole, with a reused zstd context, and
+    /// hands the checked content to `f`. Returns `size`.
+    fn with_small(
+        &self,
+        id: &Id,
+        size: u64,
+        hint: Option<Encoding>,
+        f: impl FnOnce(&[u8]) -> Result<(), BlobError>,
+    ) -> Result<u64, BlobError> {
+        let content = self.read_small(id, size, hint)?;
+        f(&content)?;
+        Ok(size)
+    }
+
     /// Reads and checks a blob of known small `size` whole, with a reused zstd context.
-    fn read_small(&self, id: &Id, size: u64) -> Result<Vec<u8>, BlobError> {
-        let (mut file, enc, path) = self.locate(id)?;
+    fn read_small(&self, id: &Id, size: u64, hint: Option<Encoding>) -> Result<Vec<u8>, BlobError> {
+        let (mut file, enc, path) = self.locate_hinted(id, hint)?;
         let corrupt = |reason: String| BlobError::Corrupt { id: *id, reason };
         let mut raw = Vec::with_capacity(size as usize + 1);
         // Never read more than a valid encoding of `size` bytes could take.
@@ -526,7 +608,13 @@ impl BlobDir {
     /// Every blob file present, with its id, encoding and size on disk. Files whose names are
     /// not blob names are skipped.
     pub fn list(&self) -> io::Result<Vec<(Id, Encoding, u64)>> {
+        Ok(self.list_with_temps()?.0)
+    }
+
+    /// [`BlobDir::list`], plus the leftover temp files (`.tmp-*`) in the fan-out folders.
+    pub fn list_with_temps(&self) -> io::Result<(Vec<BlobFile>, Vec<PathBuf>)> {
         let mut out = Vec::new();
+        let mut temps = Vec::new();
         for i in 0..=255u8 {
             let dir = self.root.join(format!("{i:02x}"));
             let rd = match fs::read_dir(&dir) {
@@ -538,6 +626,10 @@ impl BlobDir {
                 let ent = ent?;
                 let name = ent.file_name();
                 let Some(name) = name.to_str() else { continue };
+                if name.starts_with(TEMP_PREFIX) {
+                    temps.push(ent.path());
+                    continue;
+                }
                 let (hex, enc) = match name.strip_suffix(".zst") {
                     Some(h) => (h, Encoding::Zstd),
                     None => (name, Encoding::Raw),
@@ -548,7 +640,7 @@ impl BlobDir {
                 out.push((id, enc, ent.metadata()?.len()));
             }
         }
-        Ok(out)
+        Ok((out, temps))
     }
 }
 
@@ -617,8 +709,34 @@ impl Read for VerifiedReader {
         {
             return Err(self.fail(format!("longer than its recorded {max} bytes")));
         }
-        self.hasher.update(&buf[..n]);
+        if n >= 128 * 1024 {
+            self.hasher.update_rayon(&buf[..n]);
+        } else {
+            self.hasher.update(&buf[..n]);
+        }
         Ok(n)
+    }
+}
+
+/// Permission to run one multithreaded zstd compression (its workers and buffers take tens of
+/// MB; with one per rayon thread, peak memory would grow with the core count).
+struct MtToken;
+
+static MT_BUSY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl MtToken {
+    fn take() -> Option<MtToken> {
+        use std::sync::atomic::Ordering;
+        MT_BUSY
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(MtToken)
+    }
+}
+
+impl Drop for MtToken {
+    fn drop(&mut self) {
+        MT_BUSY.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -673,19 +791,60 @@ pub fn compress_frame(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
 
 /// Hashes the file at `path` without storing it; returns its id and length.
 pub fn hash_file(path: &Path) -> io::Result<(Id, u64)> {
-    /// Below this size a plain read beats setting up a memory map.
-    const MMAP_MIN: u64 = 1024 * 1024;
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut hasher = blake3::Hasher::new();
-    if len >= MMAP_MIN {
-        hasher.update_mmap_rayon(path)?;
-        return Ok((Id::from_hash(hasher.finalize()), hasher.count()));
-    }
-    let mut buf = Vec::with_capacity(len as usize + 1);
-    (&file).read_to_end(&mut buf)?;
-    hasher.update(&buf);
-    Ok((Id::from_hash(hasher.finalize()), buf.len() as u64))
+    let len = fs::metadata(path)?.len();
+    hash_file_sized(path, len)
+}
+
+/// Files at least this large are hashed in chunks of this size with BLAKE3's multithreaded
+/// mode; smaller ones are read whole.
+const HASH_CHUNK: usize = 1024 * 1024;
+
+thread_local! {
+    /// A reused read buffer per thread for hashing.
+    static HASH_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`hash_file`] for a file whose length `len_hint` the caller has just read (it only sizes the
+/// reads). The file is read with plain `read`s into a fixed per-thread buffer: no memory map, so
+/// the process's resident memory does not grow with the file (a mapped file's touched pages
+/// count as its RSS).
+pub fn hash_file_sized(path: &Path, len_hint: u64) -> io::Result<(Id, u64)> {
+    let mut file = File::open(path)?;
+    HASH_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let want = if len_hint < HASH_CHUNK as u64 {
+            len_hint as usize + 1
+        } else {
+            HASH_CHUNK
+        };
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
+        let mut hasher = blake3::Hasher::new();
+        let mut total = 0u64;
+        loop {
+            // Fill the buffer (a short read is not the end of the file).
+            let mut filled = 0;
+            while filled < want {
+                match file.read(&mut buf[filled..want]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if filled >= 128 * 1024 {
+                hasher.update_rayon(&buf[..filled]);
+            } else {
+                hasher.update(&buf[..filled]);
+            }
+            total += filled as u64;
+            if filled < want {
+                break;
+            }
+        }
+        Ok((Id::from_hash(hasher.finalize()), total))
+    })
 }
 
 #[cfg(test)]

@@ -122,7 +122,10 @@ impl Store {
         report.bytes_freed = tree_bytes;
 
         let dead_set: HashSet<Id> = dead_blobs.iter().copied().collect();
-        let files = self.blobs.list().map_err(Error::io(self.blobs.root()))?;
+        let (files, fanout_temps) = self
+            .blobs
+            .list_with_temps()
+            .map_err(Error::io(self.blobs.root()))?;
         let mut doomed_files = Vec::new();
         for (id, enc, len) in files {
             if !live_blobs.contains(&id) {
@@ -137,7 +140,7 @@ impl Store {
             .map_err(Error::io(self.blobs.tmp()))?
             .filter_map(|e| e.ok())
             .collect();
-        report.temp_files = temps.len() as u64;
+        report.temp_files = (temps.len() + fanout_temps.len()) as u64;
         if dry_run {
             return Ok(report);
         }
@@ -159,6 +162,13 @@ impl Store {
         }
         for (id, enc) in doomed_files {
             let p = self.blobs.path(&id, enc);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&p)(e)),
+            }
+        }
+        for p in fanout_temps {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::key::Root;
+use crate::statcache::Stat;
 use crate::tree::{Entry, EntryKind, Meta, Tree, check_name};
 
 /// Modes given to normalized entries.
@@ -56,7 +57,7 @@ pub fn source_date_epoch() -> i64 {
 pub enum Content {
     /// A file on disk, hashed and stored later; `job` indexes the hash results.
     Path {
-        /// The file.
+        /// The file (empty where the scan's caller keeps the paths in its own list).
         path: PathBuf,
         /// Index into the results handed to [`build`].
         job: usize,
@@ -122,101 +123,202 @@ pub struct Built {
 /// Walks `path` into nodes. The top-level path is followed if it is a symlink; nothing below
 /// it is. Returns the nodes and the files to hash, in the order of their `job` numbers.
 pub fn scan(path: &Path, opts: &IngestOptions) -> Result<(Node, Vec<PathBuf>)> {
+    let (node, files) = scan_files(path, opts, true)?;
+    Ok((node, files.into_iter().map(|f| f.path).collect()))
+}
+
+/// A regular file found by [`scan_files`].
+#[derive(Clone, Debug)]
+pub(crate) struct ScannedFile {
+    /// Its path (the root joined with the relative path).
+    pub path: PathBuf,
+    /// Its `lstat` (of the top-level path: `stat`), as the stat cache keys it.
+    pub stat: Stat,
+    /// Its link count.
+    nlink: u64,
+}
+
+impl ScannedFile {
+    /// The path relative to the ingest root, `/`-separated (empty for a single-file root).
+    pub(crate) fn rel<'a>(&'a self, root: &Path) -> &'a [u8] {
+        self.path
+            .strip_prefix(root)
+            .map_or(&[][..], |p| p.as_os_str().as_bytes())
+    }
+}
+
+/// [`scan`], with each file's stat. Folders are read in parallel (rayon); the result is the
+/// same as a sequential depth-first walk in name order. Without `paths_in_nodes`, the nodes'
+/// [`Content::Path`] paths are left empty (the returned files hold them; a tree of 200,000
+/// files saves tens of MB).
+pub(crate) fn scan_files(
+    path: &Path,
+    opts: &IngestOptions,
+    paths_in_nodes: bool,
+) -> Result<(Node, Vec<ScannedFile>)> {
     let md = fs::metadata(path).map_err(Error::io(path))?;
-    let mut files = Vec::new();
-    let mut groups = HashMap::new();
-    let node = if md.is_dir() {
-        scan_dir(path, &md, opts, &mut files, &mut groups)?
+    let (mut node, files) = if md.is_dir() {
+        scan_dir(path, &md, &(opts, paths_in_nodes))?
     } else if md.is_file() {
-        files.push(path.to_path_buf());
-        Node::File {
+        let node = Node::File {
             meta: meta_of(path, &md, opts)?,
             content: Content::Path {
                 path: path.to_path_buf(),
                 job: 0,
             },
             link_group: None,
-        }
+        };
+        let file = ScannedFile {
+            path: path.to_path_buf(),
+            stat: Stat::of(&md),
+            nlink: md.nlink(),
+        };
+        (node, vec![file])
     } else {
         return Err(Error::Unsupported {
             path: path.to_path_buf(),
             reason: "not a regular file or directory".into(),
         });
     };
+    if opts.preserve {
+        // Hardlink groups, numbered by first appearance in depth-first order.
+        let mut groups: HashMap<(u64, u64), u64> = HashMap::new();
+        let by_job: Vec<Option<u64>> = files
+            .iter()
+            .map(|f| {
+                (f.nlink > 1).then(|| {
+                    let next = groups.len() as u64;
+                    *groups.entry((f.stat.dev, f.stat.ino)).or_insert(next)
+                })
+            })
+            .collect();
+        set_link_groups(&mut node, &by_job);
+    }
     Ok((node, files))
 }
 
+fn set_link_groups(node: &mut Node, by_job: &[Option<u64>]) {
+    match node {
+        Node::File {
+            content: Content::Path { job, .. },
+            link_group,
+            ..
+        } => *link_group = by_job[*job],
+        Node::Dir { children, .. } => {
+            for (_, c) in children {
+                set_link_groups(c, by_job);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Adds `by` to every file's job number under `node`.
+fn shift_jobs(node: &mut Node, by: usize) {
+    match node {
+        Node::File {
+            content: Content::Path { job, .. },
+            ..
+        } => *job += by,
+        Node::Dir { children, .. } => {
+            for (_, c) in children {
+                shift_jobs(c, by);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Scans the folder `dir`; job numbers in the result count from 0 within it.
 fn scan_dir(
     dir: &Path,
     md: &fs::Metadata,
-    opts: &IngestOptions,
-    files: &mut Vec<PathBuf>,
-    groups: &mut HashMap<(u64, u64), u64>,
-) -> Result<Node> {
-    let meta = meta_of(dir, md, opts)?;
+    how: &(&IngestOptions, bool),
+) -> Result<(Node, Vec<ScannedFile>)> {
+    use rayon::prelude::*;
+    let meta = meta_of(dir, md, how.0)?;
     let mut names = Vec::new();
     for ent in fs::read_dir(dir).map_err(Error::io(dir))? {
         let ent = ent.map_err(Error::io(dir))?;
         names.push(ent.file_name());
     }
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    let mut children = Vec::with_capacity(names.len());
-    for name in names {
-        let path = dir.join(&name);
-        let name = name.as_bytes().to_vec();
-        check_name(&name).map_err(|e| Error::Unsupported {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let md = fs::symlink_metadata(&path).map_err(Error::io(&path))?;
-        let ft = md.file_type();
-        let node = if ft.is_dir() {
-            scan_dir(&path, &md, opts, files, groups)?
-        } else if ft.is_file() {
-            let link_group = (opts.preserve && md.nlink() > 1).then(|| {
-                let next = groups.len() as u64;
-                *groups.entry((md.dev(), md.ino())).or_insert(next)
-            });
-            let job = files.len();
-            files.push(path.clone());
-            Node::File {
-                meta: meta_of(&path, &md, opts)?,
-                content: Content::Path {
-                    path: path.clone(),
-                    job,
-                },
-                link_group,
-            }
-        } else {
-            let kind = if ft.is_symlink() {
-                let target = fs::read_link(&path).map_err(Error::io(&path))?;
-                EntryKind::Symlink {
-                    target: target.as_os_str().as_bytes().to_vec(),
-                }
-            } else if ft.is_fifo() {
-                EntryKind::Fifo
-            } else if ft.is_char_device() || ft.is_block_device() {
-                let rdev = md.rdev();
-                let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
-                if ft.is_char_device() {
-                    EntryKind::CharDevice { major, minor }
-                } else {
-                    EntryKind::BlockDevice { major, minor }
-                }
-            } else {
-                return Err(Error::Unsupported {
-                    path,
-                    reason: "sockets cannot be stored".into(),
-                });
-            };
-            Node::Other {
-                meta: meta_of(&path, &md, opts)?,
-                kind,
-            }
-        };
+    let scanned = names
+        .into_par_iter()
+        .map(|name| scan_entry(dir, name, how))
+        .collect::<Result<Vec<_>>>()?;
+    let mut children = Vec::with_capacity(scanned.len());
+    let mut files = Vec::new();
+    for (name, mut node, sub) in scanned {
+        if !files.is_empty() && !sub.is_empty() {
+            shift_jobs(&mut node, files.len());
+        }
+        files.extend(sub);
         children.push((name, node));
     }
-    Ok(Node::Dir { meta, children })
+    Ok((Node::Dir { meta, children }, files))
+}
+
+fn scan_entry(
+    dir: &Path,
+    name: std::ffi::OsString,
+    how: &(&IngestOptions, bool),
+) -> Result<(Vec<u8>, Node, Vec<ScannedFile>)> {
+    let (opts, paths_in_nodes) = (how.0, how.1);
+    let path = dir.join(&name);
+    let name = name.as_bytes().to_vec();
+    check_name(&name).map_err(|e| Error::Unsupported {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let md = fs::symlink_metadata(&path).map_err(Error::io(&path))?;
+    let ft = md.file_type();
+    if ft.is_dir() {
+        let (node, files) = scan_dir(&path, &md, how)?;
+        return Ok((name, node, files));
+    }
+    if ft.is_file() {
+        let file = ScannedFile {
+            path: path.clone(),
+            stat: Stat::of(&md),
+            nlink: md.nlink(),
+        };
+        let node = Node::File {
+            meta: meta_of(&path, &md, opts)?,
+            content: Content::Path {
+                path: if paths_in_nodes { path } else { PathBuf::new() },
+                job: 0,
+            },
+            link_group: None,
+        };
+        return Ok((name, node, vec![file]));
+    }
+    let kind = if ft.is_symlink() {
+        let target = fs::read_link(&path).map_err(Error::io(&path))?;
+        EntryKind::Symlink {
+            target: target.as_os_str().as_bytes().to_vec(),
+        }
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else if ft.is_char_device() || ft.is_block_device() {
+        let rdev = md.rdev();
+        let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
+        if ft.is_char_device() {
+            EntryKind::CharDevice { major, minor }
+        } else {
+            EntryKind::BlockDevice { major, minor }
+        }
+    } else {
+        return Err(Error::Unsupported {
+            path,
+            reason: "sockets cannot be stored".into(),
+        });
+    };
+    let node = Node::Other {
+        meta: meta_of(&path, &md, opts)?,
+        kind,
+    };
+    Ok((name, node, Vec::new()))
 }
 
 /// The metadata to record for an input entry under `opts`.

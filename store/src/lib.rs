@@ -37,6 +37,7 @@ mod materialize;
 mod oci_index;
 mod progress;
 pub mod sign;
+mod statcache;
 mod store;
 pub mod stream;
 mod transfer;

@@ -6,19 +6,19 @@
 //! it is written; a mismatch deletes the file and fails the whole operation, which then removes
 //! everything it created.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use rayon::prelude::*;
-use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
+use crate::blobs::Encoding;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::key::Root;
@@ -27,10 +27,10 @@ use crate::progress::Progress;
 use crate::store::{Closure, Store};
 use crate::tree::{EntryKind, Meta};
 
-/// File writes are run in parallel batches of at most this many files.
-const BATCH_FILES: usize = 4096;
-/// A batch is also run once it holds this many open directory handles.
-const BATCH_DIRS: usize = 256;
+/// The walk waits while this many file writes are queued...
+const MAX_QUEUED_FILES: usize = 4096;
+/// ...or while queued writes hold this many folder handles open.
+const MAX_OPEN_DIRS: usize = 256;
 
 /// What a materialize wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -49,8 +49,20 @@ pub struct MaterializeStats {
     pub bytes: u64,
 }
 
-struct FileJob {
-    dir: Arc<OwnedFd>,
+/// A folder handle, counted while open so the walk can bound how many queued writes hold.
+struct DirFd<'a> {
+    fd: OwnedFd,
+    open: &'a AtomicUsize,
+}
+
+impl Drop for DirFd<'_> {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Release);
+    }
+}
+
+struct FileJob<'a> {
+    dir: Arc<DirFd<'a>>,
     name: Vec<u8>,
     blob: Id,
     size: u64,
@@ -58,21 +70,36 @@ struct FileJob {
     shown: PathBuf,
 }
 
-struct Ctx<'a> {
+/// State shared by the walk and the file writes running in the pool.
+struct Shared<'a> {
     store: &'a Store,
+    /// Each blob's encoding, from the index, so each read opens one file.
+    encodings: HashMap<Id, Encoding>,
+    /// Running as root: owners are applied.
+    as_root: bool,
+    /// Owner new files get without a chown (never skipped when DEST is setgid).
+    default_owner: Option<(u32, u32)>,
+    /// The process umask, if known: files are created with their final mode when it keeps it.
+    umask: Option<u32>,
+    warned_xattr: AtomicBool,
+    bytes: AtomicU64,
+    files: AtomicU64,
+    queued: AtomicUsize,
+    open_dirs: AtomicUsize,
+    failed: AtomicBool,
+    error: Mutex<Option<Error>>,
+    progress: &'a dyn Progress,
+}
+
+struct Ctx<'a> {
+    sh: &'a Shared<'a>,
     closure: &'a Closure,
     root_fd: OwnedFd,
     dest: &'a Path,
-    as_root: bool,
-    warned_xattr: AtomicBool,
     stats: MaterializeStats,
-    bytes: AtomicU64,
-    jobs: Vec<FileJob>,
-    dirs_in_batch: usize,
     dir_fixups: Vec<(Vec<Vec<u8>>, Meta)>,
     hardlinks: Vec<(Vec<Vec<u8>>, Vec<u8>, Meta)>,
     files_written: HashSet<Vec<u8>>,
-    progress: &'a dyn Progress,
 }
 
 impl Store {
@@ -175,162 +202,108 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<MaterializeStats> {
         let root_fd = open_dir_fd(dest)?;
-        let mut cx = Ctx {
+        let dest_md = rustix::fs::fstat(&root_fd).map_err(|e| Error::io(dest)(e.into()))?;
+        let as_root = rustix::process::geteuid().is_root();
+        let default_owner = (dest_md.st_mode & 0o2000 == 0).then(|| {
+            (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )
+        });
+        let sh = Shared {
             store: self,
+            encodings: self.blob_encodings(closure)?,
+            as_root,
+            default_owner,
+            umask: process_umask(),
+            warned_xattr: AtomicBool::new(false),
+            bytes: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
+            open_dirs: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            progress,
+        };
+        let mut cx = Ctx {
+            sh: &sh,
             closure,
             root_fd,
             dest,
-            as_root: rustix::process::geteuid().is_root(),
-            warned_xattr: AtomicBool::new(false),
             stats: MaterializeStats::default(),
-            bytes: AtomicU64::new(0),
-            jobs: Vec::new(),
-            dirs_in_batch: 0,
             dir_fixups: Vec::new(),
             hardlinks: Vec::new(),
             files_written: HashSet::new(),
-            progress,
         };
         progress.start("writing", 0);
-        let root_dir = Arc::new(cx.root_fd.try_clone().map_err(Error::io(dest))?);
-        let mut path = Vec::new();
-        cx.walk(id, root_dir, &mut path)?;
-        cx.run_batch()?;
+        let root_dir = Arc::new(DirFd {
+            fd: cx.root_fd.try_clone().map_err(Error::io(dest))?,
+            open: &sh.open_dirs,
+        });
+        sh.open_dirs.fetch_add(1, Ordering::Relaxed);
+        // The walk runs on this thread and hands each file to the pool as it meets it.
+        let walked = rayon::in_place_scope(|scope| {
+            let mut path = Vec::new();
+            cx.walk(id, root_dir, &mut path, scope)
+        });
+        walked?;
+        if let Some(e) = sh.error.lock().expect("not poisoned").take() {
+            return Err(e);
+        }
+        cx.stats.files += sh.files.load(Ordering::Relaxed);
         cx.link_hardlinks()?;
         cx.fix_dirs()?;
         progress.finish();
-        cx.stats.bytes = cx.bytes.load(Ordering::Relaxed);
+        cx.stats.bytes = sh.bytes.load(Ordering::Relaxed);
         Ok(cx.stats)
+    }
+
+    /// The recorded encoding of every blob `closure` reaches, in one read transaction.
+    fn blob_encodings(&self, closure: &Closure) -> Result<HashMap<Id, Encoding>> {
+        let mut ids = HashSet::new();
+        for t in closure.trees.values() {
+            for e in &t.entries {
+                if let EntryKind::File { blob, .. } = e.kind {
+                    ids.insert(blob);
+                }
+            }
+        }
+        self.blob_encoding_rows(ids.into_iter())
     }
 }
 
-impl Ctx<'_> {
-    fn shown(&self, path: &[Vec<u8>]) -> PathBuf {
-        let mut p = self.dest.to_path_buf();
-        for seg in path {
-            p.push(std::ffi::OsStr::from_bytes(seg));
-        }
-        p
-    }
+/// The umask of this process, from `/proc/self/status` (reading it with `umask(2)` would
+/// change it for a moment, for every thread).
+fn process_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+    u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+}
 
-    fn walk(&mut self, tree_id: Id, dir: Arc<OwnedFd>, path: &mut Vec<Vec<u8>>) -> Result<()> {
-        let tree = self
-            .closure
-            .trees
-            .get(&tree_id)
-            .ok_or(Error::UnknownObject(tree_id))?;
-        self.dirs_in_batch += 1;
-        for e in &tree.entries {
-            path.push(e.name.clone());
-            let shown = self.shown(path);
-            let errno = |err: Errno| Error::io(&shown)(err.into());
-            match &e.kind {
-                EntryKind::Dir { tree } => {
-                    rustix::fs::mkdirat(&*dir, e.name.as_slice(), Mode::from_raw_mode(0o700))
-                        .map_err(errno)?;
-                    let fd = rustix::fs::openat(
-                        &*dir,
-                        e.name.as_slice(),
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(errno)?;
-                    self.stats.dirs += 1;
-                    self.dir_fixups.push((path.clone(), e.meta.clone()));
-                    self.walk(*tree, Arc::new(fd), path)?;
-                }
-                EntryKind::File { size, blob } => {
-                    self.files_written.insert(path.join(&b'/'));
-                    self.jobs.push(FileJob {
-                        dir: dir.clone(),
-                        name: e.name.clone(),
-                        blob: *blob,
-                        size: *size,
-                        meta: e.meta.clone(),
-                        shown,
-                    });
-                    if self.jobs.len() >= BATCH_FILES || self.dirs_in_batch >= BATCH_DIRS {
-                        self.run_batch()?;
-                    }
-                }
-                EntryKind::Hardlink { target } => {
-                    self.hardlinks
-                        .push((path.clone(), target.clone(), e.meta.clone()));
-                }
-                EntryKind::Symlink { target } => {
-                    rustix::fs::symlinkat(target.as_slice(), &*dir, e.name.as_slice())
-                        .map_err(errno)?;
-                    self.stats.symlinks += 1;
-                    self.apply_meta_at(&dir, &e.name, &e.meta, &shown)?;
-                }
-                EntryKind::Fifo | EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } => {
-                    let (ft, dev) = match e.kind {
-                        EntryKind::CharDevice { major, minor } => (
-                            rustix::fs::FileType::CharacterDevice,
-                            rustix::fs::makedev(major, minor),
-                        ),
-                        EntryKind::BlockDevice { major, minor } => (
-                            rustix::fs::FileType::BlockDevice,
-                            rustix::fs::makedev(major, minor),
-                        ),
-                        _ => (rustix::fs::FileType::Fifo, 0),
-                    };
-                    let mode = Mode::from_raw_mode(e.meta.mode & 0o777);
-                    match rustix::fs::mknodat(&*dir, e.name.as_slice(), ft, mode, dev) {
-                        Ok(()) => {
-                            self.stats.specials += 1;
-                            self.apply_meta_at(&dir, &e.name, &e.meta, &shown)?;
-                            // mknod applied the umask; the node was just made here, so
-                            // chmod by name cannot reach anything else.
-                            rustix::fs::chmodat(
-                                &*dir,
-                                e.name.as_slice(),
-                                Mode::from_raw_mode(e.meta.mode & 0o7777),
-                                AtFlags::empty(),
-                            )
-                            .map_err(errno)?;
-                        }
-                        Err(Errno::PERM) if ft != rustix::fs::FileType::Fifo => {
-                            tracing::warn!(
-                                "{}: skipped device node (creating it needs root)",
-                                shown.display()
-                            );
-                            self.stats.skipped += 1;
-                        }
-                        Err(err) => return Err(errno(err)),
-                    }
-                }
-            }
-            path.pop();
-        }
-        Ok(())
-    }
-
-    /// Writes the queued files in parallel.
-    fn run_batch(&mut self) -> Result<()> {
-        let jobs = std::mem::take(&mut self.jobs);
-        self.dirs_in_batch = 0;
-        let cx = &*self;
-        jobs.par_iter().try_for_each(|job| cx.write_file(job))?;
-        self.stats.files += jobs.len() as u64;
-        Ok(())
-    }
-
+impl Shared<'_> {
     fn write_file(&self, job: &FileJob) -> Result<()> {
         let errno = |err: Errno| Error::io(&job.shown)(err.into());
+        // Created with its final mode when the umask keeps it and no special bit needs to wait
+        // for the chown; otherwise 0600 and fchmod after.
+        let final_mode = job.meta.mode & 0o777;
+        let mode_now = match self.umask {
+            Some(u) if job.meta.mode & 0o7000 == 0 && final_mode & u == 0 => final_mode,
+            _ => 0o600,
+        };
         let fd = rustix::fs::openat(
-            &*job.dir,
+            &job.dir.fd,
             job.name.as_slice(),
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            Mode::from_raw_mode(mode_now),
         )
         .map_err(errno)?;
         let file = File::from(fd);
-        let mut w = BufWriter::with_capacity(256 * 1024, &file);
+        let mut w = BufWriter::with_capacity(IO_BUF_LEN, &file);
+        let hint = self.encodings.get(&job.blob).copied();
         let written = self
             .store
             .blobs
-            .read_verified(&job.blob, Some(job.size), &mut w)
+            .read_verified_hinted(&job.blob, Some(job.size), hint, &mut w)
             .map_err(Error::from)
             .and_then(|n| w.flush().map(|()| n).map_err(Error::io(&job.shown)));
         drop(w);
@@ -340,17 +313,51 @@ impl Ctx<'_> {
                 self.progress.advance(1);
             }
             Err(e) => {
-                let _ = rustix::fs::unlinkat(&*job.dir, job.name.as_slice(), AtFlags::empty());
+                let _ = rustix::fs::unlinkat(&job.dir.fd, job.name.as_slice(), AtFlags::empty());
                 return Err(e);
             }
         }
-        self.apply_meta_fd(&file, &job.meta, &job.shown)
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.apply_meta_fd(&file, &job.meta, &job.shown, mode_now == final_mode)
     }
 
-    /// Owner (as root), mode, xattrs and mtime on an open file or directory.
-    fn apply_meta_fd(&self, fd: impl AsFd, meta: &Meta, shown: &Path) -> Result<()> {
+    /// Records the first error and stops the walk and the queued writes.
+    fn fail(&self, err: Error) {
+        let mut slot = self.error.lock().expect("not poisoned");
+        if slot.is_none() {
+            *slot = Some(err);
+        }
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits until the queued writes hold less than the limits (running queued jobs meanwhile
+    /// if this thread belongs to the pool).
+    fn wait_for_room(&self) {
+        while self.queued.load(Ordering::Acquire) >= MAX_QUEUED_FILES
+            || self.open_dirs.load(Ordering::Acquire) >= MAX_OPEN_DIRS
+        {
+            if self.failed.load(Ordering::Relaxed) {
+                return;
+            }
+            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+    }
+
+    /// Owner (as root), mode, xattrs and mtime on an open file or directory. `mode_set`: it
+    /// was created with `meta.mode` already (then only a chown could change it, and none is
+    /// needed for an entry owned by the creator).
+    fn apply_meta_fd(
+        &self,
+        fd: impl AsFd,
+        meta: &Meta,
+        shown: &Path,
+        mode_set: bool,
+    ) -> Result<()> {
         let errno = |err: Errno| Error::io(shown)(err.into());
-        if self.as_root {
+        let owned_already = self.default_owner == Some((meta.uid, meta.gid));
+        if self.as_root && !owned_already {
             rustix::fs::fchown(
                 &fd,
                 Some(rustix::fs::Uid::from_raw(meta.uid)),
@@ -358,8 +365,10 @@ impl Ctx<'_> {
             )
             .map_err(errno)?;
         }
-        // After chown, which clears setuid/setgid.
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(meta.mode)).map_err(errno)?;
+        // After chown, which clears setuid/setgid (not set when `mode_set`).
+        if !mode_set {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(meta.mode)).map_err(errno)?;
+        }
         for (k, v) in &meta.xattrs {
             let name = std::ffi::OsStr::from_bytes(k);
             if let Err(err) = rustix::fs::fsetxattr(&fd, name, v, rustix::fs::XattrFlags::empty()) {
@@ -373,7 +382,7 @@ impl Ctx<'_> {
     /// Owner (as root) and mtime of a symlink or special file, not following it.
     fn apply_meta_at(&self, dir: &OwnedFd, name: &[u8], meta: &Meta, shown: &Path) -> Result<()> {
         let errno = |err: Errno| Error::io(shown)(err.into());
-        if self.as_root {
+        if self.as_root && self.default_owner != Some((meta.uid, meta.gid)) {
             rustix::fs::chownat(
                 dir,
                 name,
@@ -396,8 +405,156 @@ impl Ctx<'_> {
             );
         }
     }
+}
+
+impl<'a> Ctx<'a> {
+    fn shown(&self, path: &[Vec<u8>]) -> PathBuf {
+        let mut p = self.dest.to_path_buf();
+        for seg in path {
+            p.push(std::ffi::OsStr::from_bytes(seg));
+        }
+        p
+    }
+
+    fn walk<'s>(
+        &mut self,
+        tree_id: Id,
+        dir: Arc<DirFd<'s>>,
+        path: &mut Vec<Vec<u8>>,
+        scope: &rayon::Scope<'s>,
+    ) -> Result<()>
+    where
+        'a: 's,
+    {
+        let tree = self
+            .closure
+            .trees
+            .get(&tree_id)
+            .ok_or(Error::UnknownObject(tree_id))?;
+        for e in &tree.entries {
+            if self.sh.failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            path.push(e.name.clone());
+            let shown = self.shown(path);
+            let errno = |err: Errno| Error::io(&shown)(err.into());
+            match &e.kind {
+                EntryKind::Dir { tree } => {
+                    rustix::fs::mkdirat(&dir.fd, e.name.as_slice(), Mode::from_raw_mode(0o700))
+                        .map_err(errno)?;
+                    self.sh.wait_for_room();
+                    let fd = rustix::fs::openat(
+                        &dir.fd,
+                        e.name.as_slice(),
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(errno)?;
+                    self.stats.dirs += 1;
+                    self.dir_fixups.push((path.clone(), e.meta.clone()));
+                    self.sh.open_dirs.fetch_add(1, Ordering::Relaxed);
+                    let sub = Arc::new(DirFd {
+                        fd,
+                        open: &self.sh.open_dirs,
+                    });
+                    self.walk(*tree, sub, path, scope)?;
+                }
+                EntryKind::File { size, blob } => {
+                    self.files_written.insert(path.join(&b'/'));
+                    let job = FileJob {
+                        dir: dir.clone(),
+                        name: e.name.clone(),
+                        blob: *blob,
+                        size: *size,
+                        meta: e.meta.clone(),
+                        shown,
+                    };
+                    self.sh.wait_for_room();
+                    self.sh.queued.fetch_add(1, Ordering::Relaxed);
+                    let sh = self.sh;
+                    scope.spawn(move |_| {
+                        if !sh.failed.load(Ordering::Relaxed)
+                            && let Err(err) = sh.write_file(&job)
+                        {
+                            sh.fail(err);
+                        }
+                        drop(job);
+                        sh.queued.fetch_sub(1, Ordering::Release);
+                    });
+                }
+                EntryKind::Hardlink { target } => {
+                    self.hardlinks
+                        .push((path.clone(), target.clone(), e.meta.clone()));
+                }
+                EntryKind::Symlink { target } => {
+                    rustix::fs::symlinkat(target.as_slice(), &dir.fd, e.name.as_slice())
+                        .map_err(errno)?;
+                    self.stats.symlinks += 1;
+                    self.sh.apply_meta_at(&dir.fd, &e.name, &e.meta, &shown)?;
+                }
+                EntryKind::Fifo | EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } => {
+                    let (ft, dev) = match e.kind {
+                        EntryKind::CharDevice { major, minor } => (
+                            rustix::fs::FileType::CharacterDevice,
+                            rustix::fs::makedev(major, minor),
+                        ),
+                        EntryKind::BlockDevice { major, minor } => (
+                            rustix::fs::FileType::BlockDevice,
+                            rustix::fs::makedev(major, minor),
+                        ),
+                        _ => (rustix::fs::FileType::Fifo, 0),
+                    };
+                    let mode = Mode::from_raw_mode(e.meta.mode & 0o777);
+                    match rustix::fs::mknodat(&dir.fd, e.name.as_slice(), ft, mode, dev) {
+                        Ok(()) => {
+                            self.stats.specials += 1;
+                            self.sh.apply_meta_at(&dir.fd, &e.name, &e.meta, &shown)?;
+                            // mknod applied the umask; the node was just made here, so
+                            // chmod by name cannot reach anything else.
+                            rustix::fs::chmodat(
+                                &dir.fd,
+                                e.name.as_slice(),
+                                Mode::from_raw_mode(e.meta.mode & 0o7777),
+                                AtFlags::empty(),
+                            )
+                            .map_err(errno)?;
+                        }
+                        Err(Errno::PERM) if ft != rustix::fs::FileType::Fifo => {
+                            tracing::warn!(
+                                "{}: skipped device node (creating it needs root)",
+                                shown.display()
+                            );
+                            self.stats.skipped += 1;
+                        }
+                        Err(err) => return Err(errno(err)),
+                    }
+                }
+            }
+            path.pop();
+        }
+        Ok(())
+    }
 
     fn open_beneath(&self, segs: &[Vec<u8>]) -> Result<OwnedFd> {
+        const DIR_FLAGS: OFlags = OFlags::RDONLY
+            .union(OFlags::DIRECTORY)
+            .union(OFlags::NOFOLLOW)
+            .union(OFlags::CLOEXEC);
+        if !segs.is_empty() {
+            // One syscall where the kernel has openat2 (5.6+): the kernel refuses any symlink
+            // and anything outside the root. On any error, the segment-by-segment walk below
+            // decides (and names the failing segment).
+            let joined = segs.join(&b'/');
+            if let Ok(fd) = rustix::fs::openat2(
+                &self.root_fd,
+                joined.as_slice(),
+                DIR_FLAGS,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                return Ok(fd);
+            }
+        }
         let mut fd = self.root_fd.try_clone().map_err(Error::io(self.dest))?;
         for (i, seg) in segs.iter().enumerate() {
             fd = rustix::fs::openat(
@@ -445,11 +602,15 @@ impl Ctx<'_> {
     fn fix_dirs(&mut self) -> Result<()> {
         for (path, meta) in std::mem::take(&mut self.dir_fixups).into_iter().rev() {
             let fd = self.open_beneath(&path)?;
-            self.apply_meta_fd(&fd, &meta, &self.shown(&path))?;
+            self.sh
+                .apply_meta_fd(&fd, &meta, &self.shown(&path), false)?;
         }
         Ok(())
     }
 }
+
+/// Size of the write buffer per file.
+const IO_BUF_LEN: usize = 256 * 1024;
 
 fn times(meta: &Meta) -> Timestamps {
     let t = Timespec {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rayon::prelude::*;
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use crate::blobs::{BlobDir, StoredBlob, hash_file};
+use crate::blobs::{BlobDir, StoredBlob, hash_file, hash_file_sized};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BLOBS, Index, KEY_LOG, KEYS, TREES};
@@ -15,6 +15,7 @@ use crate::ingest::{self, Built, IngestOptions, Totals};
 use crate::key::{Key, KeyRecord, LogAction, LogEntry, Root};
 use crate::lock::{GcLock, LockMode};
 use crate::progress::Progress;
+use crate::statcache::StatCache;
 use crate::tree::{EntryKind, Tree};
 
 /// Default zstd level for stored blobs.
@@ -115,8 +116,10 @@ impl Store {
     /// Ingests `path` without binding a key.
     pub fn add(&self, path: &Path, opts: &IngestOptions, progress: &dyn Progress) -> Result<Added> {
         let _lock = self.lock(LockMode::Shared)?;
-        let (built, stored) = self.ingest_path(path, opts, progress)?;
-        self.commit(&built, &stored, None).map(|(added, _)| added)
+        let (built, stored, ingested) = self.ingest_path(path, opts, progress)?;
+        let added = self.commit(&built, &stored, None).map(|(added, _)| added)?;
+        ingested.save_cache();
+        Ok(added)
     }
 
     /// Ingests `path` and binds `key` to it.
@@ -129,8 +132,9 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<(Added, KeyRecord)> {
         let _lock = self.lock(LockMode::Shared)?;
-        let (built, stored) = self.ingest_path(path, opts, progress)?;
+        let (built, stored, ingested) = self.ingest_path(path, opts, progress)?;
         let (added, rec) = self.commit(&built, &stored, Some((key, labels)))?;
+        ingested.save_cache();
         Ok((added, rec.expect("key given")))
     }
 
@@ -155,19 +159,29 @@ impl Store {
         Ok((added, rec.expect("key given")))
     }
 
-    /// Scans, hashes, and stores the blobs the index lacks; makes them durable.
+    /// Scans, hashes, and stores the blobs the index lacks; makes them durable. Files whose
+    /// stat matches the stat cache (see `statcache`) are not read; the cache is saved again
+    /// after the commit, by [`Ingested::save_cache`].
     fn ingest_path(
         &self,
         path: &Path,
         opts: &IngestOptions,
         progress: &dyn Progress,
-    ) -> Result<(Built, Vec<StoredBlob>)> {
-        let (node, files) = ingest::scan(path, opts)?;
+    ) -> Result<(Built, Vec<StoredBlob>, Ingested)> {
+        let cache = StatCache::load(&self.dir.join("statcache"), path);
+        let (node, files) = ingest::scan_files(path, opts, false)?;
         progress.start("hashing", files.len() as u64);
         let hashes = files
             .par_iter()
-            .map(|p| {
-                let r = hash_file(p).map_err(Error::io(p));
+            .map(|f| {
+                let cached = cache
+                    .as_ref()
+                    .and_then(|c| c.lookup(f.rel(path), &f.stat))
+                    .map(|id| (id, f.stat.size));
+                let r = match cached {
+                    Some(h) => Ok(h),
+                    None => hash_file_sized(&f.path, f.stat.size).map_err(Error::io(&f.path)),
+                };
                 progress.advance(1);
                 r
             })
@@ -176,21 +190,25 @@ impl Store {
         let built = ingest::build(&node, &hashes, opts.preserve, path)?;
 
         // One file per id that the index does not already record.
-        let mut first_path: HashMap<Id, &PathBuf> = HashMap::new();
-        for (p, (id, _)) in files.iter().zip(&hashes) {
-            first_path.entry(*id).or_insert(p);
+        let mut first_file: HashMap<Id, usize> = HashMap::new();
+        for (i, (id, _)) in hashes.iter().enumerate() {
+            first_file.entry(*id).or_insert(i);
         }
-        let candidates: Vec<Id> = first_path.keys().copied().collect();
+        let candidates: Vec<Id> = first_file.keys().copied().collect();
         let present = self.present_blobs(&candidates)?;
-        let todo: Vec<(Id, &PathBuf)> = first_path
+        let todo: Vec<(Id, usize)> = first_file
             .into_iter()
             .filter(|(id, _)| !present.contains(id))
             .collect();
         progress.start("storing", todo.len() as u64);
         let stored = todo
             .par_iter()
-            .map(|(id, p)| {
-                let r = self.blobs.write_file(p, *id).map_err(Error::from);
+            .map(|(id, i)| {
+                let f = &files[*i];
+                let r = self
+                    .blobs
+                    .write_file_sized(&f.path, *id, f.stat.size)
+                    .map_err(Error::from);
                 progress.advance(1);
                 r
             })
@@ -199,7 +217,32 @@ impl Store {
         if !stored.is_empty() {
             self.blobs.sync().map_err(Error::io(self.blobs.root()))?;
         }
-        Ok((built, stored))
+        let ingested = Ingested {
+            cache,
+            root: path.to_path_buf(),
+            files,
+            hashes,
+        };
+        Ok((built, stored, ingested))
+    }
+
+    /// The encoding the index records for each of `ids` (absent ids are left out).
+    pub(crate) fn blob_encoding_rows(
+        &self,
+        ids: impl Iterator<Item = Id>,
+    ) -> Result<HashMap<Id, crate::blobs::Encoding>> {
+        self.index.read(|txn| {
+            let t = txn.open_table(BLOBS).map_err(self.index.db())?;
+            let mut out = HashMap::new();
+            for id in ids {
+                if let Some(v) = t.get(&id.0).map_err(self.index.db())?
+                    && let Some(enc) = crate::blobs::Encoding::from_code(v.value().2)
+                {
+                    out.insert(id, enc);
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// Which of `ids` the index records as present.
@@ -351,7 +394,7 @@ impl Store {
         })?;
         let _lock = self.lock(LockMode::Shared)?;
         let opts = IngestOptions::default();
-        let (built, stored) = self.ingest_path(path, &opts, &crate::progress::NoProgress)?;
+        let (built, stored, _) = self.ingest_path(path, &opts, &crate::progress::NoProgress)?;
         let Root::File { id, .. } = built.root else {
             return Err(Error::Unsupported {
                 path: path.to_path_buf(),
@@ -648,6 +691,30 @@ impl Store {
             }
         }
         unreachable!("loop returns on the last segment")
+    }
+}
+
+/// What an ingest hashed, for updating the stat cache once the commit has succeeded.
+struct Ingested {
+    cache: Option<StatCache>,
+    root: PathBuf,
+    files: Vec<crate::ingest::ScannedFile>,
+    hashes: Vec<(Id, u64)>,
+}
+
+impl Ingested {
+    /// Replaces the stat cache of the ingested root with what this ingest saw (settled files
+    /// only). An entry is written only for a file whose content hashed to the id (or matched an
+    /// earlier entry) in this ingest.
+    fn save_cache(self) {
+        let Some(cache) = &self.cache else { return };
+        cache.save(
+            self.files
+                .iter()
+                .zip(&self.hashes)
+                .filter(|(f, (_, size))| f.stat.size == *size)
+                .map(|(f, (id, _))| (f.rel(&self.root), f.stat, *id)),
+        );
     }
 }
 

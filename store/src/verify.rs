@@ -2,11 +2,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rayon::prelude::*;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use redb::ReadableTable;
 use serde::Serialize;
 
-use crate::blobs::BlobError;
+use crate::blobs::{BlobError, Encoding};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BLOBS, KEYS, TREES};
@@ -91,7 +93,8 @@ impl Store {
             let mut blob_rows = HashMap::new();
             for item in blobs.iter().map_err(self.index.db())? {
                 let (k, v) = item.map_err(self.index.db())?;
-                blob_rows.insert(Id(*k.value()), v.value().0);
+                let (size, _, enc) = v.value();
+                blob_rows.insert(Id(*k.value()), (size, Encoding::from_code(enc)));
             }
             let trees = txn.open_table(TREES).map_err(self.index.db())?;
             let mut tree_rows = HashMap::new();
@@ -138,7 +141,7 @@ impl Store {
         let mut stack: Vec<(Id, String)> = Vec::new();
         if roots.is_empty() {
             stack.extend(tree_rows.keys().map(|id| (*id, "index".to_string())));
-            for (id, size) in &blob_rows {
+            for (id, (size, _)) in &blob_rows {
                 want_blobs.insert(*id, (Some(*size), "index".into()));
             }
         }
@@ -229,15 +232,37 @@ impl Store {
             .into_iter()
             .map(|(id, (s, who))| (id, s, who))
             .collect();
-        todo.sort_by_key(|t| t.0);
+        // Largest first, so the biggest blobs (each read on one thread) do not end the run on
+        // one core; then by id, for a stable order.
+        todo.sort_by_key(|t| (std::cmp::Reverse(t.1.unwrap_or(u64::MAX)), t.0));
         progress.start("verifying", todo.len() as u64);
-        let results: Vec<(Result<u64, BlobError>, Id, String)> = todo
-            .par_iter()
-            .map(|(id, size, who)| {
-                let r = self.blobs.read_verified(id, *size, &mut std::io::sink());
-                progress.advance(1);
-                (r, *id, who.clone())
-            })
+        // Each pool thread takes the next blob in that order (a parallel iterator would split
+        // the list in halves and start the second thread in the middle).
+        let next = AtomicUsize::new(0);
+        let done = Mutex::new(Vec::with_capacity(todo.len()));
+        rayon::scope(|scope| {
+            for _ in 0..rayon::current_num_threads() {
+                scope.spawn(|_| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((id, size, _)) = todo.get(i) else {
+                            break;
+                        };
+                        let hint = blob_rows.get(id).and_then(|r| r.1);
+                        let r =
+                            self.blobs
+                                .read_verified_hinted(id, *size, hint, &mut std::io::sink());
+                        progress.advance(1);
+                        done.lock().expect("not poisoned").push((i, r));
+                    }
+                });
+            }
+        });
+        let mut done = done.into_inner().expect("not poisoned");
+        done.sort_by_key(|d| d.0);
+        let results: Vec<(Result<u64, BlobError>, Id, String)> = done
+            .into_iter()
+            .map(|(i, r)| (r, todo[i].0, todo[i].2.clone()))
             .collect();
         progress.finish();
         for (r, id, who) in results {
