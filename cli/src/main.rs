@@ -31,12 +31,7 @@ const EXIT_MISSING: u8 = 16;
 const EXIT_UNTRUSTED: u8 = 32;
 
 fn main() -> ExitCode {
-    // Rust ignores SIGPIPE, so `cairn ls --json | head` would panic on the first write after
-    // the reader left; behave as other command-line tools do and end quietly instead.
-    // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     init_logging(&cli.global);
     match run(cli) {
@@ -46,6 +41,30 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// Exit status when stdout's reader went away (128 + SIGPIPE, as a shell reports a process
+/// that SIGPIPE ended).
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Makes `cairn ls --json | head` end quietly once `head` exits. Rust ignores SIGPIPE, so a
+/// write to the closed pipe fails, and `println!` panics on that failure. Restoring SIGPIPE's
+/// default instead would also kill cairn when a network peer resets a connection mid-write, so
+/// only that one panic is turned into a quiet exit.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        default(info)
+    }));
 }
 
 /// An error as one line, naming what is at fault (the store's errors carry the path or id).
@@ -570,7 +589,14 @@ fn run(cli: Cli) -> Result<u8> {
             }
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(EXIT_BROKEN_PIPE as u8);
+                }
+                r => r.context("writing the completion script")?,
+            }
         }
     }
     Ok(0)
