@@ -79,6 +79,9 @@ pub(crate) struct LayerRules {
     /// Most bytes the layer's (decompressed) tar stream may hold: past it, ingest stops with an
     /// error (a decompression bomb).
     pub max_bytes: u64,
+    /// zstd level for the layer's files (a cache, written on first extraction and read back
+    /// at once: speed matters more than size).
+    pub level: i32,
 }
 
 /// What [`ingest_reader`] built.
@@ -240,16 +243,17 @@ pub(crate) fn ingest_reader(
                         batch_bytes += buf.len();
                         batch.push(buf);
                         if batch_bytes >= BATCH_BYTES {
-                            write_batch(store, &mut batch, &mut pending, archive)?;
+                            write_batch(store, &mut batch, &mut pending, archive, layer)?;
                             queued.clear();
                             batch_bytes = 0;
                         }
                     }
                     (id, size)
                 } else {
+                    let level = layer.map_or(store.blobs.level(), |l| l.level);
                     let p = store
                         .blobs
-                        .write_stream(&mut entry, want, archive)
+                        .write_stream_at(&mut entry, want, archive, level)
                         .map_err(|e| {
                             if hit_limit.get() {
                                 bad(String::new())
@@ -380,7 +384,7 @@ pub(crate) fn ingest_reader(
     // refused even when the tar inside looks complete.
     std::io::copy(&mut ar.into_inner(), &mut std::io::sink())
         .map_err(|e| malformed(None, format!("corrupt or truncated compressed stream: {e}")))?;
-    write_batch(store, &mut batch, &mut pending, archive)?;
+    write_batch(store, &mut batch, &mut pending, archive, layer)?;
     let ids: Vec<Id> = pending.keys().copied().collect();
     let present = store.present_blobs(&ids)?;
     let stored = pending
@@ -410,10 +414,16 @@ fn write_batch(
     batch: &mut Vec<Vec<u8>>,
     pending: &mut HashMap<Id, PendingBlob>,
     origin: &Path,
+    layer: Option<&LayerRules>,
 ) -> Result<()> {
+    let level = layer.map_or(store.blobs.level(), |l| l.level);
     let written = std::mem::take(batch)
         .into_par_iter()
-        .map(|buf| store.blobs.write_stream(&buf[..], buf.len() as u64, origin))
+        .map(|buf| {
+            store
+                .blobs
+                .write_stream_at(&buf[..], buf.len() as u64, origin, level)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     for p in written {
         pending.entry(p.blob.id).or_insert(p);

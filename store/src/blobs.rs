@@ -218,7 +218,7 @@ impl BlobDir {
         len: u64,
     ) -> Result<StoredBlob, BlobError> {
         let file = File::open(src).map_err(io_at(src))?;
-        let pending = self.write_reader(file, len, src)?;
+        let pending = self.write_reader(file, len, src, self.level)?;
         if pending.blob.id != expect {
             // Dropping the pending blob deletes its temp file.
             return Err(BlobError::Changed {
@@ -226,6 +226,11 @@ impl BlobDir {
             });
         }
         pending.persist(self)
+    }
+
+    /// The zstd level blobs are compressed at.
+    pub fn level(&self) -> i32 {
+        self.level
     }
 
     /// Writes whatever `reader` yields (for example an archive member) to a temp file and
@@ -238,7 +243,20 @@ impl BlobDir {
         size_hint: u64,
         origin: &Path,
     ) -> Result<PendingBlob, BlobError> {
-        self.write_reader(reader, size_hint, origin)
+        self.write_reader(reader, size_hint, origin, self.level)
+    }
+
+    /// [`BlobDir::write_stream`] compressing at `level` instead of the store's level (the
+    /// raw-or-zstd decision is the same: it is made at the store's level). For derived data that
+    /// is written often and read back soon, such as decomposed image layers.
+    pub fn write_stream_at(
+        &self,
+        reader: impl Read,
+        size_hint: u64,
+        origin: &Path,
+        level: i32,
+    ) -> Result<PendingBlob, BlobError> {
+        self.write_reader(reader, size_hint, origin, level)
     }
 
     fn write_reader(
@@ -246,6 +264,7 @@ impl BlobDir {
         mut reader: impl Read,
         size_hint: u64,
         origin: &Path,
+        level: i32,
     ) -> Result<PendingBlob, BlobError> {
         if size_hint > 0 && size_hint <= SMALL_BLOB_MAX {
             let mut buf = Vec::with_capacity(size_hint as usize + 1);
@@ -254,26 +273,29 @@ impl BlobDir {
                 .read_to_end(&mut buf)
                 .map_err(io_at(origin))?;
             if buf.len() as u64 <= SMALL_BLOB_MAX {
-                return self.write_small(buf);
+                return self.write_small(buf, level);
             }
             // It grew past the small limit while we read it: stream what we have and the rest.
-            return self.write_streaming(io::Cursor::new(buf).chain(reader), size_hint, origin);
+            return self.write_streaming(
+                io::Cursor::new(buf).chain(reader),
+                size_hint,
+                origin,
+                level,
+            );
         }
-        self.write_streaming(reader, size_hint, origin)
+        self.write_streaming(reader, size_hint, origin, level)
     }
 
     /// Stores a blob held in memory: one compression with a reused context, one write.
-    fn write_small(&self, content: Vec<u8>) -> Result<PendingBlob, BlobError> {
+    fn write_small(&self, content: Vec<u8>, level: i32) -> Result<PendingBlob, BlobError> {
         let id = Id::of(&content);
         let size = content.len() as u64;
         let probe_len = content.len().min(PROBE_LEN);
         let (encoding, bytes) = match self.probe(&content[..probe_len]) {
             // The probe was the whole blob at the store's level: reuse its output.
-            Some(c) if probe_len == content.len() && self.level <= PROBE_LEVEL => {
-                (Encoding::Zstd, c)
-            }
+            Some(c) if probe_len == content.len() && level <= PROBE_LEVEL => (Encoding::Zstd, c),
             Some(_) => {
-                let c = compress(&content, self.level).map_err(io_at(&self.tmp))?;
+                let c = compress(&content, level).map_err(io_at(&self.tmp))?;
                 (Encoding::Zstd, c)
             }
             None => (Encoding::Raw, content),
@@ -298,6 +320,7 @@ impl BlobDir {
         mut reader: impl Read,
         size_hint: u64,
         origin: &Path,
+        level: i32,
     ) -> Result<PendingBlob, BlobError> {
         let mut probe = Vec::with_capacity(PROBE_LEN.min(size_hint as usize + 1));
         (&mut reader)
@@ -323,7 +346,7 @@ impl BlobDir {
             let mut sink: Box<dyn Write> = match encoding {
                 Encoding::Raw => Box::new(out),
                 Encoding::Zstd => {
-                    let mut enc = zstd::Encoder::new(out, self.level).map_err(io_at(&tmp_path))?;
+                    let mut enc = zstd::Encoder::new(out, level).map_err(io_at(&tmp_path))?;
                     if size_hint >= MULTITHREAD_COMPRESS_MIN {
                         mt_token = MtToken::take();
                     }

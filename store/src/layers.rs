@@ -32,6 +32,10 @@ use crate::store::Store;
 /// Layer blob id → encoded [`LayerTree`] (format in `docs/format.md`).
 pub(crate) const OCI_LAYERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("oci_layers");
 
+/// zstd level of a decomposed layer's files: the cache is written on an image's first
+/// extraction, on its critical path, and read back at once, so speed matters more than size.
+pub const LAYER_COMPRESSION_LEVEL: i32 = 1;
+
 /// Version byte that starts every `oci_layers` row.
 const ROW_VERSION: u8 = 1;
 
@@ -162,7 +166,10 @@ impl Store {
             preserve: true,
             epoch: 0,
         };
-        let rules = LayerRules { max_bytes };
+        let rules = LayerRules {
+            max_bytes,
+            level: LAYER_COMPRESSION_LEVEL,
+        };
         let parsed = archive::ingest_reader(self, Box::new(tar), origin, &opts, Some(&rules))?;
         let Root::Tree { id } = parsed.built.root else {
             unreachable!("a tar stream always builds a folder");
