@@ -331,10 +331,16 @@ impl Shared<'_> {
     }
 
     /// Waits until the queued writes hold less than the limits (running queued jobs meanwhile
-    /// if this thread belongs to the pool).
-    fn wait_for_room(&self) {
+    /// if this thread belongs to the pool). `walk_held`: the folder handles the walk itself
+    /// holds (the root and every folder on the current path), which only the walk can release:
+    /// they are not counted, or a path deeper than [`MAX_OPEN_DIRS`] would wait forever.
+    fn wait_for_room(&self, walk_held: usize) {
         while self.queued.load(Ordering::Acquire) >= MAX_QUEUED_FILES
-            || self.open_dirs.load(Ordering::Acquire) >= MAX_OPEN_DIRS
+            || self
+                .open_dirs
+                .load(Ordering::Acquire)
+                .saturating_sub(walk_held)
+                >= MAX_OPEN_DIRS
         {
             if self.failed.load(Ordering::Relaxed) {
                 return;
@@ -442,7 +448,7 @@ impl<'a> Ctx<'a> {
                 EntryKind::Dir { tree } => {
                     rustix::fs::mkdirat(&dir.fd, e.name.as_slice(), Mode::from_raw_mode(0o700))
                         .map_err(errno)?;
-                    self.sh.wait_for_room();
+                    self.sh.wait_for_room(path.len() + 1);
                     let fd = rustix::fs::openat(
                         &dir.fd,
                         e.name.as_slice(),
@@ -469,7 +475,7 @@ impl<'a> Ctx<'a> {
                         meta: e.meta.clone(),
                         shown,
                     };
-                    self.sh.wait_for_room();
+                    self.sh.wait_for_room(path.len() + 1);
                     self.sh.queued.fetch_add(1, Ordering::Relaxed);
                     let sh = self.sh;
                     scope.spawn(move |_| {
