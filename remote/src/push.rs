@@ -274,10 +274,19 @@ fn build_packs(
     // Trees first, so a puller finds them together at the start of the first packs.
     let mut objects = objects;
     objects.sort_by_key(|o| (o.kind != ObjectKind::Tree, o.id));
+    // Where each small blob is kept, in one index read (most are in local packs).
+    let places = store.placements(
+        objects
+            .iter()
+            .filter(|o| o.tree.is_none() && o.size <= SMALL_BLOB_MAX)
+            .map(|o| o.id),
+    )?;
     for o in objects {
         let (encoding, stored) = match &o.tree {
             Some(bytes) => stored_form(bytes).map_err(|e| io_err(remote_url, e))?,
-            None if o.size <= SMALL_BLOB_MAX => store.read_blob_encoded(&o.id, o.size)?,
+            None if o.size <= SMALL_BLOB_MAX => {
+                store.read_blob_encoded(&o.id, o.size, places.get(&o.id).copied())?
+            }
             None => {
                 let mut content = Vec::with_capacity(o.size as usize);
                 let mut r = store.open_blob(&o.id, o.size)?;

@@ -6,11 +6,13 @@
 //! only ever holds complete content; durability comes from one `syncfs` per batch ([`BlobDir::sync`]),
 //! which callers issue before the index records the batch.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::id::Id;
+use crate::packs::{OpenPack, PackId, PackSlot, Packer};
 
 /// Bytes read from the start of a blob to decide whether compressing it pays.
 pub const PROBE_LEN: usize = 128 * 1024;
@@ -72,6 +74,30 @@ pub struct StoredBlob {
     pub stored_size: u64,
     /// How it is kept.
     pub encoding: Encoding,
+    /// The pack holding it, for a small blob (see `packs`); `None` for a blob file.
+    pub pack: Option<PackSlot>,
+}
+
+/// Where and how the index says a blob is kept: what a reader needs to find it in one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// How its bytes are stored.
+    pub encoding: Encoding,
+    /// Bytes on disk.
+    pub stored_size: u64,
+    /// Its place in a pack, or `None` for a blob file.
+    pub pack: Option<PackSlot>,
+}
+
+impl StoredBlob {
+    /// Where this blob is kept.
+    pub fn placement(&self) -> Placement {
+        Placement {
+            encoding: self.encoding,
+            stored_size: self.stored_size,
+            pack: self.pack,
+        }
+    }
 }
 
 /// Errors reading or writing blobs; each names the blob or the file at fault.
@@ -119,53 +145,161 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BlobError + '_ {
     }
 }
 
+/// Checks a raw small blob against `id` and `size`.
+fn check_raw(id: &Id, size: u64, raw: &[u8]) -> Result<(), BlobError> {
+    check_content(id, size, raw)
+}
+
+/// Decompresses a zstd small blob and checks it against `id` and `size`.
+fn decode_checked(id: &Id, size: u64, frame: &[u8]) -> Result<Vec<u8>, BlobError> {
+    let content = decompress_exact(frame, size).map_err(|e| BlobError::Corrupt {
+        id: *id,
+        reason: format!("does not decompress to {size} bytes: {e}"),
+    })?;
+    check_content(id, size, &content)?;
+    Ok(content)
+}
+
+fn check_content(id: &Id, size: u64, content: &[u8]) -> Result<(), BlobError> {
+    let corrupt = |reason: String| BlobError::Corrupt { id: *id, reason };
+    if content.len() as u64 != size {
+        return Err(corrupt(format!(
+            "{} bytes where {size} were recorded",
+            content.len()
+        )));
+    }
+    let got = Id::of(content);
+    if got != *id {
+        return Err(corrupt(format!("content hashes to {got}")));
+    }
+    Ok(())
+}
+
+/// A blob's stored bytes as [`BlobDir::find`] found them.
+enum Found {
+    /// Its own file, open at the start.
+    File(File, Encoding, PathBuf),
+    /// Read whole from a pack.
+    Packed(Vec<u8>, Encoding),
+}
+
 /// A blob file found by [`BlobDir::list`]: its id, encoding and size on disk.
 pub type BlobFile = (Id, Encoding, u64);
 
-/// A blob written to a temp file but not yet in place. Dropping it deletes the temp file.
+/// A blob written but not yet in place: in a temp file, or appended to a pack still being
+/// written. Dropping it deletes the temp file (a dropped packed blob is dead bytes in its pack,
+/// which gc reclaims; a pack none of whose blobs is persisted is deleted whole).
 #[derive(Debug)]
 pub struct PendingBlob {
     /// What it holds.
     pub blob: StoredBlob,
-    temp: tempfile::TempPath,
+    place: Pending,
+}
+
+#[derive(Debug)]
+enum Pending {
+    File(tempfile::TempPath),
+    Packed(std::sync::Arc<OpenPack>),
 }
 
 impl PendingBlob {
     /// Wraps a temp file (in the store's temp folder) that holds `blob` in its stored form.
     pub fn adopt(blob: StoredBlob, temp: tempfile::TempPath) -> PendingBlob {
-        PendingBlob { blob, temp }
+        PendingBlob {
+            blob: StoredBlob { pack: None, ..blob },
+            place: Pending::File(temp),
+        }
     }
 
-    /// Renames the blob into place in `dir`. Not yet durable: see [`BlobDir::sync`].
+    /// Puts the blob in place in `dir`: renames its file, or marks its pack as kept. Not yet
+    /// durable, nor (for a packed blob) under its pack's final name: see [`BlobDir::sync`].
     pub fn persist(self, dir: &BlobDir) -> Result<StoredBlob, BlobError> {
-        let dest = dir.path(&self.blob.id, self.blob.encoding);
-        self.temp.persist(&dest).map_err(|e| BlobError::Io {
-            path: dest,
-            source: e.error,
-        })?;
+        match self.place {
+            Pending::File(temp) => {
+                let dest = dir.path(&self.blob.id, self.blob.encoding);
+                temp.persist(&dest).map_err(|e| BlobError::Io {
+                    path: dest,
+                    source: e.error,
+                })?;
+            }
+            Pending::Packed(pack) => pack.keep(),
+        }
         Ok(self.blob)
     }
 }
 
-/// The blob directory of a store and its temporary directory (on the same filesystem).
+/// The blob directory of a store, its pack folder and its temporary directory (all on the same
+/// filesystem).
 #[derive(Clone, Debug)]
 pub struct BlobDir {
     root: PathBuf,
     tmp: PathBuf,
     level: i32,
+    packer: std::sync::Arc<Packer>,
+    /// Pack files open for reading, shared by threads (`pread` needs no seek position): a
+    /// restore reads thousands of blobs from a few packs, and an `open` each doubled its
+    /// system time.
+    pack_files: std::sync::Arc<std::sync::Mutex<HashMap<PackId, std::sync::Arc<File>>>>,
 }
+
+/// Pack files [`BlobDir`] keeps open for reading at most (the cache is emptied when full).
+const MAX_OPEN_PACKS: usize = 64;
 
 impl BlobDir {
     /// Opens (and creates, if needed) the blob directory `root` with its fan-out folders,
-    /// using `tmp` for writes in progress and zstd level `level`.
-    pub fn open(root: PathBuf, tmp: PathBuf, level: i32) -> io::Result<BlobDir> {
+    /// using `packs` for pack files, `tmp` for writes in progress and zstd level `level`.
+    pub fn open(root: PathBuf, packs: PathBuf, tmp: PathBuf, level: i32) -> io::Result<BlobDir> {
         if !root.join("ff").is_dir() {
             for i in 0..=255u8 {
                 fs::create_dir_all(root.join(format!("{i:02x}")))?;
             }
         }
         fs::create_dir_all(&tmp)?;
-        Ok(BlobDir { root, tmp, level })
+        fs::create_dir_all(&packs)?;
+        Ok(BlobDir {
+            root,
+            tmp,
+            level,
+            packer: std::sync::Arc::new(Packer::new(packs)),
+            pack_files: Default::default(),
+        })
+    }
+
+    /// The pack folder.
+    pub fn packs(&self) -> &Path {
+        self.packer.dir()
+    }
+
+    /// Where pack `id` lives.
+    pub fn pack_path(&self, id: crate::packs::PackId) -> PathBuf {
+        self.packer.path(id)
+    }
+
+    /// Appends a small blob's stored bytes to the current pack.
+    fn append_packed(
+        &self,
+        id: Id,
+        size: u64,
+        encoding: Encoding,
+        bytes: &[u8],
+    ) -> Result<PendingBlob, BlobError> {
+        let (pack, offset) = self
+            .packer
+            .append(&id, encoding, size, bytes)
+            .map_err(io_at(self.packer.dir()))?;
+        Ok(PendingBlob {
+            blob: StoredBlob {
+                id,
+                size,
+                stored_size: bytes.len() as u64,
+                encoding,
+                pack: Some(PackSlot {
+                    pack: pack.id(),
+                    offset,
+                }),
+            },
+            place: Pending::Packed(pack),
+        })
     }
 
     /// Where the blob `id` lives in `encoding`.
@@ -300,19 +434,7 @@ impl BlobDir {
             }
             None => (Encoding::Raw, content),
         };
-        let mut tmp = self.temp_for(&id)?;
-        tmp.as_file_mut()
-            .write_all(&bytes)
-            .map_err(io_at(tmp.path()))?;
-        Ok(PendingBlob {
-            blob: StoredBlob {
-                id,
-                size,
-                stored_size: bytes.len() as u64,
-                encoding,
-            },
-            temp: tmp.into_temp_path(),
-        })
+        self.append_packed(id, size, encoding, &bytes)
     }
 
     fn write_streaming(
@@ -383,8 +505,9 @@ impl BlobDir {
                 size,
                 stored_size,
                 encoding,
+                pack: None,
             },
-            temp: tmp.into_temp_path(),
+            place: Pending::File(tmp.into_temp_path()),
         })
     }
 
@@ -431,6 +554,55 @@ impl BlobDir {
         self.locate(id)
     }
 
+    /// Finds the stored bytes of `id`: at the pack slot `hint` names (read whole: packed blobs
+    /// are small), or in the blob's own file (trying `hint`'s encoding first).
+    fn find(&self, id: &Id, hint: Option<Placement>) -> Result<Found, BlobError> {
+        if let Some(Placement {
+            encoding,
+            stored_size,
+            pack: Some(slot),
+        }) = hint
+        {
+            let path = self.pack_path(slot.pack);
+            // Never trust a length beyond what a valid encoding of a small blob can take.
+            let max = zstd::zstd_safe::compress_bound(SMALL_BLOB_MAX as usize) as u64;
+            if stored_size > max {
+                return Err(BlobError::Corrupt {
+                    id: *id,
+                    reason: format!("index records {stored_size} stored bytes in {}", slot.pack),
+                });
+            }
+            return match self
+                .pack_file(slot.pack, &path)
+                .and_then(|f| crate::packs::read_at(&f, slot.offset, stored_size))
+            {
+                Ok(bytes) => Ok(Found::Packed(bytes, encoding)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(BlobError::Missing(*id)),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(BlobError::Corrupt {
+                    id: *id,
+                    reason: format!("{}: {e}", path.display()),
+                }),
+                Err(e) => Err(io_at(&path)(e)),
+            };
+        }
+        let (file, enc, path) = self.locate_hinted(id, hint.map(|h| h.encoding))?;
+        Ok(Found::File(file, enc, path))
+    }
+
+    /// Pack `id` (at `path`) open for reading, from the cache or opened now.
+    fn pack_file(&self, id: PackId, path: &Path) -> io::Result<std::sync::Arc<File>> {
+        if let Some(f) = self.pack_files.lock().expect("not poisoned").get(&id) {
+            return Ok(f.clone());
+        }
+        let f = std::sync::Arc::new(File::open(path)?);
+        let mut cache = self.pack_files.lock().expect("not poisoned");
+        if cache.len() >= MAX_OPEN_PACKS {
+            cache.clear();
+        }
+        cache.insert(id, f.clone());
+        Ok(f)
+    }
+
     /// Opens `id` for reading through a [`VerifiedReader`].
     pub fn open_verified(
         &self,
@@ -440,24 +612,27 @@ impl BlobDir {
         self.open_verified_hinted(id, expect_size, None)
     }
 
-    /// [`BlobDir::open_verified`], trying the encoding `hint` first.
+    /// [`BlobDir::open_verified`] at the place the index records (`hint`).
     pub fn open_verified_hinted(
         &self,
         id: &Id,
         expect_size: Option<u64>,
-        hint: Option<Encoding>,
+        hint: Option<Placement>,
     ) -> Result<VerifiedReader, BlobError> {
-        let (file, enc, _path) = self.locate_hinted(id, hint)?;
+        let (raw, enc): (Box<dyn Read + Send>, Encoding) = match self.find(id, hint)? {
+            Found::File(file, enc, _) => {
+                (Box::new(BufReader::with_capacity(IO_BUF_LEN, file)), enc)
+            }
+            Found::Packed(bytes, enc) => (Box::new(io::Cursor::new(bytes)), enc),
+        };
         let inner: Box<dyn Read + Send> = match enc {
-            Encoding::Raw => Box::new(file),
-            Encoding::Zstd => Box::new(
-                zstd::Decoder::with_buffer(BufReader::with_capacity(IO_BUF_LEN, file)).map_err(
-                    |e| BlobError::Corrupt {
-                        id: *id,
-                        reason: format!("bad zstd frame: {e}"),
-                    },
-                )?,
-            ),
+            Encoding::Raw => raw,
+            Encoding::Zstd => Box::new(zstd::Decoder::with_buffer(BufReader::new(raw)).map_err(
+                |e| BlobError::Corrupt {
+                    id: *id,
+                    reason: format!("bad zstd frame: {e}"),
+                },
+            )?),
         };
         Ok(VerifiedReader {
             id: *id,
@@ -482,19 +657,19 @@ impl BlobDir {
         self.read_verified_hinted(id, expect_size, None, sink)
     }
 
-    /// [`BlobDir::read_verified`], trying the encoding `hint` (from the index) first.
+    /// [`BlobDir::read_verified`] at the place the index records (`hint`).
     pub fn read_verified_hinted(
         &self,
         id: &Id,
         expect_size: Option<u64>,
-        hint: Option<Encoding>,
+        hint: Option<Placement>,
         sink: &mut dyn Write,
     ) -> Result<u64, BlobError> {
         if let Some(size) = expect_size.filter(|s| *s <= SMALL_BLOB_MAX) {
-            return self.with_small(id, size, hint, |content| {
-                sink.write_all(content)
-                    .map_err(|source| BlobError::Sink { id: *id, source })
-            });
+            let content = self.read_small(id, size, hint)?;
+            sink.write_all(&content)
+                .map_err(|source| BlobError::Sink { id: *id, source })?;
+            return Ok(size);
         }
         let mut reader = self.open_verified_hinted(id, expect_size, hint)?;
         let mut buf = vec![0u8; IO_BUF_LEN];
@@ -511,35 +686,23 @@ impl BlobDir {
 
     /// The stored bytes of a small blob and their encoding, after checking that they decode to
     /// `size` bytes hashing to `id` (so a zstd-stored blob can be shipped without recompressing).
-    pub fn read_encoded(&self, id: &Id, size: u64) -> Result<(Encoding, Vec<u8>), BlobError> {
-        let (mut file, enc, path) = self.locate(id)?;
-        let mut raw = Vec::new();
-        file.read_to_end(&mut raw).map_err(io_at(&path))?;
-        let corrupt = |reason: String| BlobError::Corrupt { id: *id, reason };
-        let content_id = match enc {
-            Encoding::Raw => {
-                if raw.len() as u64 != size {
-                    return Err(corrupt(format!(
-                        "{} bytes where {size} were recorded",
-                        raw.len()
-                    )));
-                }
-                Id::of(&raw)
-            }
-            Encoding::Zstd => {
-                let content = decompress_exact(&raw, size)
-                    .map_err(|e| corrupt(format!("does not decompress to {size} bytes: {e}")))?;
-                Id::of(&content)
-            }
-        };
-        if content_id != *id {
-            return Err(corrupt(format!("content hashes to {content_id}")));
+    pub fn read_encoded(
+        &self,
+        id: &Id,
+        size: u64,
+        hint: Option<Placement>,
+    ) -> Result<(Encoding, Vec<u8>), BlobError> {
+        let (raw, enc) = self.read_stored(id, size, hint)?;
+        if enc == Encoding::Raw {
+            check_raw(id, size, &raw)?;
+        } else {
+            decode_checked(id, size, &raw)?;
         }
         Ok((enc, raw))
     }
 
     /// Writes a blob whose content the caller has already checked against `id`, in the given
-    /// stored form, to a temp file.
+    /// stored form: appended to a pack if it is small, else to a temp file.
     pub fn write_encoded(
         &self,
         id: Id,
@@ -547,6 +710,9 @@ impl BlobDir {
         encoding: Encoding,
         bytes: &[u8],
     ) -> Result<PendingBlob, BlobError> {
+        if size <= SMALL_BLOB_MAX {
+            return self.append_packed(id, size, encoding, bytes);
+        }
         let mut tmp = self.temp_for(&id)?;
         tmp.as_file_mut()
             .write_all(bytes)
@@ -557,56 +723,55 @@ impl BlobDir {
                 size,
                 stored_size: bytes.len() as u64,
                 encoding,
+                pack: None,
             },
-            temp: tmp.into_temp_path(),
+            place: Pending::File(tmp.into_temp_path()),
         })
     }
 
-    /// Reads and checks a blob of known small `size` whole, with a reused zstd context, and
-    /// hands the checked content to `f`. Returns `size`.
-    fn with_small(
+    /// Reads the stored bytes of a blob of known small `size`, never more than a valid encoding
+    /// of `size` bytes could take.
+    fn read_stored(
         &self,
         id: &Id,
         size: u64,
-        hint: Option<Encoding>,
-        f: impl FnOnce(&[u8]) -> Result<(), BlobError>,
-    ) -> Result<u64, BlobError> {
-        let content = self.read_small(id, size, hint)?;
-        f(&content)?;
-        Ok(size)
+        hint: Option<Placement>,
+    ) -> Result<(Vec<u8>, Encoding), BlobError> {
+        match self.find(id, hint)? {
+            Found::Packed(bytes, enc) => Ok((bytes, enc)),
+            Found::File(mut file, enc, path) => {
+                let mut raw = Vec::with_capacity(size as usize + 1);
+                let limit = zstd::zstd_safe::compress_bound(size as usize) as u64 + 1;
+                (&mut file)
+                    .take(limit.max(size + 1))
+                    .read_to_end(&mut raw)
+                    .map_err(io_at(&path))?;
+                Ok((raw, enc))
+            }
+        }
     }
 
     /// Reads and checks a blob of known small `size` whole, with a reused zstd context.
-    fn read_small(&self, id: &Id, size: u64, hint: Option<Encoding>) -> Result<Vec<u8>, BlobError> {
-        let (mut file, enc, path) = self.locate_hinted(id, hint)?;
-        let corrupt = |reason: String| BlobError::Corrupt { id: *id, reason };
-        let mut raw = Vec::with_capacity(size as usize + 1);
-        // Never read more than a valid encoding of `size` bytes could take.
-        let limit = zstd::zstd_safe::compress_bound(size as usize) as u64 + 1;
-        (&mut file)
-            .take(limit.max(size + 1))
-            .read_to_end(&mut raw)
-            .map_err(io_at(&path))?;
-        let content = match enc {
-            Encoding::Raw => raw,
-            Encoding::Zstd => decompress_exact(&raw, size)
-                .map_err(|e| corrupt(format!("does not decompress to {size} bytes: {e}")))?,
-        };
-        if content.len() as u64 != size {
-            return Err(corrupt(format!(
-                "{} bytes where {size} were recorded",
-                content.len()
-            )));
+    fn read_small(
+        &self,
+        id: &Id,
+        size: u64,
+        hint: Option<Placement>,
+    ) -> Result<Vec<u8>, BlobError> {
+        let (raw, enc) = self.read_stored(id, size, hint)?;
+        match enc {
+            Encoding::Raw => {
+                check_raw(id, size, &raw)?;
+                Ok(raw)
+            }
+            Encoding::Zstd => decode_checked(id, size, &raw),
         }
-        let got = Id::of(&content);
-        if got != *id {
-            return Err(corrupt(format!("content hashes to {got}")));
-        }
-        Ok(content)
     }
 
-    /// Makes every blob written so far durable: one `syncfs` of the store's filesystem.
+    /// Makes every blob written and persisted so far durable: packs holding persisted blobs get
+    /// their final names, then one `syncfs` of the store's filesystem.
     pub fn sync(&self) -> io::Result<()> {
+        self.packer.finish()?;
         let dir = File::open(&self.root)?;
         rustix::fs::syncfs(&dir)?;
         Ok(())
@@ -876,7 +1041,13 @@ mod tests {
 
     fn dir() -> (tempfile::TempDir, BlobDir) {
         let t = tempfile::tempdir().unwrap();
-        let b = BlobDir::open(t.path().join("blobs"), t.path().join("tmp"), 3).unwrap();
+        let b = BlobDir::open(
+            t.path().join("blobs"),
+            t.path().join("packs"),
+            t.path().join("tmp"),
+            3,
+        )
+        .unwrap();
         (t, b)
     }
 
@@ -934,16 +1105,59 @@ mod tests {
             assert_eq!(small.id, streamed.id);
             assert_eq!(small.encoding, streamed.encoding, "len {len}");
             assert_eq!(small.id, Id::of(&data));
+            b.sync().unwrap();
+            let place = Some(small.placement());
             let mut out = Vec::new();
-            b.read_verified(&small.id, Some(len as u64), &mut out)
+            b.read_verified_hinted(&small.id, Some(len as u64), place, &mut out)
                 .unwrap();
             assert_eq!(out, data);
             // A wrong recorded size is corruption, on both read paths.
             assert!(
-                b.read_verified(&small.id, Some(len as u64 + 1), &mut io::sink())
+                b.read_verified_hinted(&small.id, Some(len as u64 + 1), place, &mut io::sink())
                     .is_err()
             );
         }
+    }
+
+    /// Where `s`'s stored bytes are: its own file, or its range of a pack (after a sync).
+    fn stored_range(b: &BlobDir, s: &StoredBlob) -> (PathBuf, u64) {
+        match s.pack {
+            Some(slot) => (b.pack_path(slot.pack), slot.offset),
+            None => (b.path(&s.id, s.encoding), 0),
+        }
+    }
+
+    #[test]
+    fn small_blobs_go_to_a_pack_that_is_named_at_sync() {
+        let (t, b) = dir();
+        let s = b
+            .write_stream(&b"packed content"[..], 14, Path::new("x"))
+            .unwrap()
+            .persist(&b)
+            .unwrap();
+        let slot = s.pack.expect("a small blob is packed");
+        assert!(!b.pack_path(slot.pack).exists(), "named before the sync");
+        b.sync().unwrap();
+        let entries = crate::packs::entries(&b.pack_path(slot.pack)).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!((entries[0].id, entries[0].offset), (s.id, slot.offset));
+        let mut out = Vec::new();
+        b.read_verified_hinted(&s.id, Some(14), Some(s.placement()), &mut out)
+            .unwrap();
+        assert_eq!(out, b"packed content");
+        // A pack none of whose blobs is persisted leaves nothing behind.
+        let dropped = b
+            .write_stream(&b"never kept"[..], 10, Path::new("y"))
+            .unwrap();
+        let other = dropped.blob.pack.unwrap().pack;
+        assert_eq!(other, slot.pack, "appended to the same open pack");
+        drop(dropped);
+        drop(b);
+        let left: Vec<_> = fs::read_dir(t.path().join("packs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
     }
 
     #[test]
@@ -955,14 +1169,20 @@ mod tests {
             .unwrap()
             .persist(&b)
             .unwrap();
+        b.sync().unwrap();
         assert_eq!(s.encoding, Encoding::Zstd);
-        let p = b.path(&s.id, s.encoding);
+        let (p, off) = stored_range(&b, &s);
         let mut bytes = fs::read(&p).unwrap();
-        let mid = bytes.len() / 2;
+        let mid = off as usize + s.stored_size as usize / 2;
         bytes[mid] ^= 0x40;
         fs::write(&p, &bytes).unwrap();
         let err = b
-            .read_verified(&s.id, Some(text.len() as u64), &mut io::sink())
+            .read_verified_hinted(
+                &s.id,
+                Some(text.len() as u64),
+                Some(s.placement()),
+                &mut io::sink(),
+            )
             .unwrap_err();
         assert!(matches!(err, BlobError::Corrupt { .. }), "{err}");
     }
@@ -970,22 +1190,45 @@ mod tests {
     #[test]
     fn detects_corruption_and_absence() {
         let (_t, b) = dir();
-        let s = b
-            .write_stream(&b"some content here"[..], 17, Path::new("x"))
-            .unwrap()
-            .persist(&b)
-            .unwrap();
-        let p = b.path(&s.id, s.encoding);
-        fs::write(&p, b"some content HERE").unwrap();
-        let err = b.read_verified(&s.id, None, &mut io::sink()).unwrap_err();
-        assert!(matches!(err, BlobError::Corrupt { .. }), "{err}");
-        // The small-blob path (size known) catches it too.
-        let err = b
-            .read_verified(&s.id, Some(17), &mut io::sink())
-            .unwrap_err();
-        assert!(matches!(err, BlobError::Corrupt { .. }), "{err}");
-        fs::remove_file(&p).unwrap();
-        let err = b.read_verified(&s.id, None, &mut io::sink()).unwrap_err();
-        assert!(matches!(err, BlobError::Missing(_)), "{err}");
+        for hint in [0, 17] {
+            let s = b
+                .write_stream(&b"some content here"[..], hint, Path::new("x"))
+                .unwrap()
+                .persist(&b)
+                .unwrap();
+            b.sync().unwrap();
+            assert_eq!(s.pack.is_some(), hint > 0);
+            let place = Some(s.placement());
+            let (p, off) = stored_range(&b, &s);
+            let mut bytes = fs::read(&p).unwrap();
+            bytes[off as usize + 13..off as usize + 17].copy_from_slice(b"HERE");
+            fs::write(&p, &bytes).unwrap();
+            let err = b
+                .read_verified_hinted(&s.id, None, place, &mut io::sink())
+                .unwrap_err();
+            assert!(matches!(err, BlobError::Corrupt { .. }), "{err}");
+            // The small-blob path (size known) catches it too.
+            let err = b
+                .read_verified_hinted(&s.id, Some(17), place, &mut io::sink())
+                .unwrap_err();
+            assert!(matches!(err, BlobError::Corrupt { .. }), "{err}");
+            // A pack cut short is corruption; a missing file or pack is absence.
+            if off > 0 {
+                fs::write(&p, &bytes[..off as usize + 5]).unwrap();
+                let err = b
+                    .read_verified_hinted(&s.id, Some(17), place, &mut io::sink())
+                    .unwrap_err();
+                assert!(matches!(err, BlobError::Corrupt { .. }), "{err}");
+            }
+            fs::remove_file(&p).unwrap();
+            // A fresh handle: this one keeps the pack it read open (only gc deletes packs, and
+            // never while another command runs).
+            let b =
+                BlobDir::open(b.root.clone(), b.packs().to_path_buf(), b.tmp.clone(), 3).unwrap();
+            let err = b
+                .read_verified_hinted(&s.id, None, place, &mut io::sink())
+                .unwrap_err();
+            assert!(matches!(err, BlobError::Missing(_)), "{err}");
+        }
     }
 }

@@ -6,12 +6,14 @@
 //! bytes on every machine. The archive is written to a temporary file beside the output and
 //! renamed into place only when every blob has been verified.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use tar::{EntryType, Header};
 
+use crate::blobs::Placement;
 use crate::error::{Error, Result};
 use crate::key::Root;
 use crate::lock::{GcLock, LockMode};
@@ -75,6 +77,7 @@ impl Store {
             });
         };
         let closure = self.closure(root)?;
+        let places = self.closure_placements(&closure)?;
         let parent = match out.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -104,7 +107,8 @@ impl Store {
         let mut builder = tar::Builder::new(sink);
         let mut path = Vec::new();
         let mut entries = 0;
-        self.export_dir(&closure, *id, &mut builder, &mut path, &mut entries, out)?;
+        let cx = (&closure, &places);
+        self.export_dir(cx, *id, &mut builder, &mut path, &mut entries, out)?;
         let mut sink = builder.into_inner().map_err(Error::io(out))?;
         sink.flush().map_err(Error::io(out))?;
         drop(sink);
@@ -115,13 +119,14 @@ impl Store {
 
     fn export_dir(
         &self,
-        closure: &Closure,
+        cx: (&Closure, &HashMap<crate::Id, Placement>),
         tree_id: crate::Id,
         b: &mut tar::Builder<Box<dyn Write>>,
         path: &mut Vec<u8>,
         entries: &mut u64,
         out: &Path,
     ) -> Result<()> {
+        let (closure, places) = cx;
         let tree = closure
             .trees
             .get(&tree_id)
@@ -156,7 +161,8 @@ impl Store {
                 EntryKind::File { size, blob } => {
                     h.set_entry_type(EntryType::Regular);
                     h.set_size(*size);
-                    let mut reader = self.blobs.open_verified(blob, Some(*size))?;
+                    let hint = places.get(blob).copied();
+                    let mut reader = self.blobs.open_verified_hinted(blob, Some(*size), hint)?;
                     match b.append_data(&mut h, name, &mut reader) {
                         Ok(()) => Ok(()),
                         Err(e) => return Err(reader.into_error(e).into()),
@@ -189,7 +195,7 @@ impl Store {
             r.map_err(Error::io(out))?;
             *entries += 1;
             if let EntryKind::Dir { tree } = &e.kind {
-                self.export_dir(closure, *tree, b, path, entries, out)?;
+                self.export_dir(cx, *tree, b, path, entries, out)?;
             }
             path.truncate(mark);
         }

@@ -5,8 +5,9 @@
 //! and files after the commit, so a crash in between leaves unindexed files (garbage the next gc
 //! removes), never an index row without its file.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
+use std::path::Path;
 
 use redb::ReadableTable;
 use serde::Serialize;
@@ -16,6 +17,7 @@ use crate::id::Id;
 use crate::index::{BLOBS, KEYS, TREES};
 use crate::key::{KeyRecord, Root};
 use crate::lock::LockMode;
+use crate::packs::{ENTRY_HEADER_LEN, PackId};
 use crate::store::{Store, decode_checked};
 use crate::tree::EntryKind;
 
@@ -32,6 +34,10 @@ pub struct GcReport {
     pub orphan_files: u64,
     /// Leftover temporary files.
     pub temp_files: u64,
+    /// Pack files deleted because no blob in them is live (or none was ever recorded).
+    pub packs_deleted: u64,
+    /// Pack files rewritten with only their live blobs, because less than half of them was live.
+    pub packs_rewritten: u64,
     /// Bytes freed on disk (tree bytes counted at their encoded size).
     pub bytes_freed: u64,
     /// Objects still reachable.
@@ -140,8 +146,15 @@ impl Store {
             .map_err(Error::io(self.blobs.tmp()))?
             .filter_map(|e| e.ok())
             .collect();
-        report.temp_files = (temps.len() + fanout_temps.len()) as u64;
+        let (pack_files, pack_temps) =
+            crate::packs::list(self.blobs.packs()).map_err(Error::io(self.blobs.packs()))?;
+        report.temp_files = (temps.len() + fanout_temps.len() + pack_temps.len()) as u64;
         if dry_run {
+            let plan = self.plan_packs(&pack_files, Some(&dead_set))?;
+            report.packs_deleted = plan.dead.len() as u64;
+            report.packs_rewritten = plan.sparse.len() as u64;
+            report.bytes_freed += plan.dead.iter().map(|p| p.1).sum::<u64>();
+            report.bytes_freed += plan.sparse.iter().map(|p| p.1 - p.2).sum::<u64>();
             return Ok(report);
         }
 
@@ -154,8 +167,10 @@ impl Store {
                     trees.remove(&id.0).map_err(self.index.db())?;
                 }
                 let mut blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
+                let mut packed = crate::index::packed_for_write(txn).map_err(self.index.db())?;
                 for id in &dead_blobs {
                     blobs.remove(&id.0).map_err(self.index.db())?;
+                    packed.remove(&id.0).map_err(self.index.db())?;
                 }
                 Ok(())
             })?;
@@ -166,6 +181,21 @@ impl Store {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(&p)(e)),
+            }
+        }
+        for p in pack_temps {
+            remove_if_present(&p)?;
+        }
+        let plan = self.plan_packs(&pack_files, None)?;
+        for (pack, len, _) in &plan.dead {
+            remove_if_present(&self.blobs.pack_path(*pack))?;
+            report.packs_deleted += 1;
+            report.bytes_freed += len;
+        }
+        for (pack, len, _) in &plan.sparse {
+            if let Some(written) = self.repack(*pack)? {
+                report.packs_rewritten += 1;
+                report.bytes_freed += len.saturating_sub(written);
             }
         }
         for p in fanout_temps {
@@ -189,6 +219,109 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Which pack files hold no recorded blob (`dead`) and which hold less than half their size
+    /// in recorded blobs (`sparse`): (pack, file size, live bytes). `ignore` lists blobs whose
+    /// rows a dry run would have deleted.
+    fn plan_packs(
+        &self,
+        files: &[(PackId, u64)],
+        ignore: Option<&HashSet<Id>>,
+    ) -> Result<PackPlan> {
+        let live = self.index.read(|txn| {
+            let mut live: HashMap<PackId, u64> = HashMap::new();
+            let Some(packed) = crate::index::packed_for_read(txn).map_err(self.index.db())? else {
+                return Ok(live);
+            };
+            let blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
+            for item in packed.iter().map_err(self.index.db())? {
+                let (k, v) = item.map_err(self.index.db())?;
+                let id = Id(*k.value());
+                if ignore.is_some_and(|d| d.contains(&id)) {
+                    continue;
+                }
+                let stored = blobs
+                    .get(&id.0)
+                    .map_err(self.index.db())?
+                    .map_or(0, |r| r.value().1);
+                *live.entry(PackId(v.value().0)).or_default() += ENTRY_HEADER_LEN + stored;
+            }
+            Ok(live)
+        })?;
+        let mut plan = PackPlan::default();
+        for &(pack, len) in files {
+            match live.get(&pack) {
+                None => plan.dead.push((pack, len, 0)),
+                Some(&l) if worth_rewriting(len, l) => plan.sparse.push((pack, len, l)),
+                Some(_) => {}
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Copies the recorded blobs of `pack` (each verified) to new packs, points their rows
+    /// there and deletes `pack`. Returns the bytes written, or `None` (pack left as it is, with a
+    /// warning) if a blob in it no longer matches its id: `verify` reports that one.
+    fn repack(&self, pack: PackId) -> Result<Option<u64>> {
+        let members = self.index.read(|txn| {
+            let mut out = Vec::new();
+            let Some(packed) = crate::index::packed_for_read(txn).map_err(self.index.db())? else {
+                return Ok(out);
+            };
+            let blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
+            for item in packed.iter().map_err(self.index.db())? {
+                let (k, v) = item.map_err(self.index.db())?;
+                if v.value().0 != pack.0 {
+                    continue;
+                }
+                let id = Id(*k.value());
+                if let Some((size, place)) =
+                    crate::index::placement(&blobs, Some(&packed), &id).map_err(self.index.db())?
+                {
+                    out.push((id, size, place));
+                }
+            }
+            Ok(out)
+        })?;
+        let mut moved = Vec::with_capacity(members.len());
+        let mut written = 0;
+        for (id, size, place) in members {
+            let (enc, bytes) = match self.blobs.read_encoded(&id, size, Some(place)) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!("{pack} not rewritten: {e}");
+                    return Ok(None);
+                }
+            };
+            let stored = self
+                .blobs
+                .write_encoded(id, size, enc, &bytes)?
+                .persist(&self.blobs)?;
+            written += ENTRY_HEADER_LEN + stored.stored_size;
+            moved.push((id, place.pack, stored.pack));
+        }
+        self.blobs.sync().map_err(Error::io(self.blobs.packs()))?;
+        self.index.write(|txn| {
+            let mut packed = crate::index::packed_for_write(txn).map_err(self.index.db())?;
+            for (id, old, new) in &moved {
+                let (Some(old), Some(new)) = (old, new) else {
+                    continue;
+                };
+                let still = packed
+                    .get(&id.0)
+                    .map_err(self.index.db())?
+                    .is_some_and(|v| v.value() == (old.pack.0, old.offset));
+                if still {
+                    packed
+                        .insert(&id.0, (new.pack.0, new.offset))
+                        .map_err(self.index.db())?;
+                }
+            }
+            Ok(())
+        })?;
+        remove_if_present(&self.blobs.pack_path(pack))?;
+        Ok(Some(written))
     }
 
     /// Marks everything reachable from the trees on `stack`.
@@ -219,5 +352,31 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// Packs up to this size are rewritten as soon as any of their bytes is dead: copying a few
+/// MiB is cheap, and small stores then get every byte back. Larger packs wait until less than
+/// half of them is live, so a gc never rewrites much more than it frees.
+pub const REPACK_ANY_DEAD_BELOW: u64 = 4 * 1024 * 1024;
+
+/// Whether a pack of `len` bytes holding `live` bytes of recorded entries should be rewritten.
+fn worth_rewriting(len: u64, live: u64) -> bool {
+    let dead = len.saturating_sub(crate::packs::PACK_MAGIC.len() as u64 + live);
+    dead > 0 && (len <= REPACK_ANY_DEAD_BELOW || live.saturating_mul(2) < len)
+}
+
+/// Pack files gc deletes or rewrites: (pack, file size, live bytes).
+#[derive(Default)]
+struct PackPlan {
+    dead: Vec<(PackId, u64, u64)>,
+    sparse: Vec<(PackId, u64, u64)>,
+}
+
+fn remove_if_present(p: &Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(p)(e)),
     }
 }

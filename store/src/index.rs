@@ -24,11 +24,19 @@ pub(crate) const KEY_LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition:
 pub(crate) const BLOBS: TableDefinition<&[u8; 32], (u64, u64, u8)> = TableDefinition::new("blobs");
 /// Tree id → canonical tree encoding.
 pub(crate) const TREES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("trees");
+/// Blob id → (pack id, offset of its stored bytes) for blobs kept in a pack file; a blob with
+/// no row here has a file of its own.
+pub(crate) const PACKED: TableDefinition<&[u8; 32], (u128, u64)> = TableDefinition::new("packed");
 /// Store-wide settings, such as the layout version.
 pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
-/// Version of the on-disk layout recorded in `meta` under `layout`.
-pub const LAYOUT_VERSION: &str = "1";
+/// Version of the on-disk layout recorded in `meta` under `layout`. Version 2 added pack files
+/// (the `packed` table); a version-1 store has no packs, so it is used as it is and records
+/// version 2 with its first write (see `docs/format.md`).
+pub const LAYOUT_VERSION: &str = "2";
+
+/// Layout versions this binary upgrades to [`LAYOUT_VERSION`] by recording the new version.
+const UPGRADABLE_LAYOUTS: &[&str] = &["1"];
 
 /// redb's page cache for one short-lived command.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -156,6 +164,7 @@ impl Index {
             txn.open_table(KEY_LOG).map_err(|x| e(x.into()))?;
             txn.open_table(BLOBS).map_err(|x| e(x.into()))?;
             txn.open_table(TREES).map_err(|x| e(x.into()))?;
+            txn.open_table(PACKED).map_err(|x| e(x.into()))?;
             let mut meta = txn.open_table(META).map_err(|x| e(x.into()))?;
             let existing = meta
                 .get("layout")
@@ -167,6 +176,10 @@ impl Index {
                         .map_err(|x| e(x.into()))?;
                 }
                 Some(v) if v == LAYOUT_VERSION => {}
+                Some(v) if UPGRADABLE_LAYOUTS.contains(&v.as_str()) => {
+                    meta.insert("layout", LAYOUT_VERSION)
+                        .map_err(|x| e(x.into()))?;
+                }
                 Some(v) => {
                     return Err(Error::Layout {
                         path: self.path.clone(),
@@ -184,5 +197,85 @@ impl Index {
             path: self.path.clone(),
             source: Box::new(e.into()),
         }
+    }
+}
+
+/// Records a durable blob in the `blobs` table (and `packed`, for a packed blob) unless the
+/// index has it already: a present blob's row, and the copy it points to, are never replaced.
+/// Returns whether the row is new.
+pub(crate) fn record_blob(
+    blobs: &mut redb::Table<'_, &'static [u8; 32], (u64, u64, u8)>,
+    packed: &mut redb::Table<'_, &'static [u8; 32], (u128, u64)>,
+    s: &crate::blobs::StoredBlob,
+) -> Result<bool, redb::Error> {
+    if blobs.get(&s.id.0)?.is_some() {
+        return Ok(false);
+    }
+    blobs.insert(&s.id.0, (s.size, s.stored_size, s.encoding.code()))?;
+    if let Some(slot) = s.pack {
+        packed.insert(&s.id.0, (slot.pack.0, slot.offset))?;
+    }
+    Ok(true)
+}
+
+/// Where the index says blob `id` is kept, if it has the blob.
+pub(crate) fn placement(
+    blobs: &impl ReadableTable<&'static [u8; 32], (u64, u64, u8)>,
+    packed: Option<&impl ReadableTable<&'static [u8; 32], (u128, u64)>>,
+    id: &crate::Id,
+) -> Result<Option<(u64, crate::blobs::Placement)>, redb::Error> {
+    let Some(row) = blobs.get(&id.0)? else {
+        return Ok(None);
+    };
+    let (size, stored_size, code) = row.value();
+    let Some(encoding) = crate::blobs::Encoding::from_code(code) else {
+        return Ok(None);
+    };
+    let pack = match packed {
+        Some(t) => t.get(&id.0)?.map(|v| {
+            let (pack, offset) = v.value();
+            crate::packs::PackSlot {
+                pack: crate::packs::PackId(pack),
+                offset,
+            }
+        }),
+        None => None,
+    };
+    Ok(Some((
+        size,
+        crate::blobs::Placement {
+            encoding,
+            stored_size,
+            pack,
+        },
+    )))
+}
+
+/// The `packed` table for writing, created if the store predates it; the first write of a
+/// version-1 store records the current layout, so older binaries stop reading it.
+pub(crate) fn packed_for_write(
+    txn: &WriteTransaction,
+) -> Result<redb::Table<'_, &'static [u8; 32], (u128, u64)>, redb::Error> {
+    let mut meta = txn.open_table(META)?;
+    let old = meta.get("layout")?.map(|v| v.value().to_string());
+    if old
+        .as_deref()
+        .is_some_and(|v| UPGRADABLE_LAYOUTS.contains(&v))
+    {
+        meta.insert("layout", LAYOUT_VERSION)?;
+    }
+    drop(meta);
+    Ok(txn.open_table(PACKED)?)
+}
+
+/// The `packed` table, read-only.
+pub(crate) type PackedTable = redb::ReadOnlyTable<&'static [u8; 32], (u128, u64)>;
+
+/// The `packed` table for reading, or `None` in a store that predates packs.
+pub(crate) fn packed_for_read(txn: &ReadTransaction) -> Result<Option<PackedTable>, redb::Error> {
+    match txn.open_table(PACKED) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }

@@ -35,6 +35,7 @@ mod layers;
 mod lock;
 mod materialize;
 mod oci_index;
+pub mod packs;
 mod progress;
 pub mod sign;
 mod statcache;

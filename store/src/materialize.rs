@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
-use crate::blobs::Encoding;
+use crate::blobs::Placement;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::key::Root;
@@ -74,7 +74,7 @@ struct FileJob<'a> {
 struct Shared<'a> {
     store: &'a Store,
     /// Each blob's encoding, from the index, so each read opens one file.
-    encodings: HashMap<Id, Encoding>,
+    encodings: HashMap<Id, Placement>,
     /// Running as root: owners are applied.
     as_root: bool,
     /// Owner new files get without a chown (never skipped when DEST is setgid).
@@ -171,9 +171,10 @@ impl Store {
             .open(dest)
             .map_err(Error::io(dest))?;
         let mut w = BufWriter::new(&file);
+        let hint = self.placement_of(&id)?;
         let written = self
             .blobs
-            .read_verified(&id, None, &mut w)
+            .read_verified_hinted(&id, None, hint, &mut w)
             .map_err(Error::from)
             .and_then(|n| w.flush().map(|()| n).map_err(Error::io(dest)));
         drop(w);
@@ -212,7 +213,7 @@ impl Store {
         });
         let sh = Shared {
             store: self,
-            encodings: self.blob_encodings(closure)?,
+            encodings: self.closure_placements(closure)?,
             as_root,
             default_owner,
             umask: process_umask(),
@@ -258,8 +259,8 @@ impl Store {
         Ok(cx.stats)
     }
 
-    /// The recorded encoding of every blob `closure` reaches, in one read transaction.
-    fn blob_encodings(&self, closure: &Closure) -> Result<HashMap<Id, Encoding>> {
+    /// Where the index records every blob `closure` reaches, in one read transaction.
+    pub(crate) fn closure_placements(&self, closure: &Closure) -> Result<HashMap<Id, Placement>> {
         let mut ids = HashSet::new();
         for t in closure.trees.values() {
             for e in &t.entries {
@@ -268,7 +269,7 @@ impl Store {
                 }
             }
         }
-        self.blob_encoding_rows(ids.into_iter())
+        self.placements(ids)
     }
 }
 

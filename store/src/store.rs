@@ -76,8 +76,13 @@ impl Store {
     /// Opens the store in `dir`, creating it if needed (there is no init step).
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        let blobs = BlobDir::open(dir.join("blobs"), dir.join("tmp"), opts.compression_level)
-            .map_err(Error::io(dir))?;
+        let blobs = BlobDir::open(
+            dir.join("blobs"),
+            dir.join("packs"),
+            dir.join("tmp"),
+            opts.compression_level,
+        )
+        .map_err(Error::io(dir))?;
         let index = Index::new(dir.join("index.redb"), opts.lock_timeout);
         let store = Store {
             dir: dir.to_path_buf(),
@@ -226,23 +231,30 @@ impl Store {
         Ok((built, stored, ingested))
     }
 
-    /// The encoding the index records for each of `ids` (absent ids are left out).
-    pub(crate) fn blob_encoding_rows(
+    /// Where the index records each of `ids` to be kept (absent ids are left out), read in
+    /// one transaction: what readers of many blobs pass as hints.
+    pub fn placements(
         &self,
-        ids: impl Iterator<Item = Id>,
-    ) -> Result<HashMap<Id, crate::blobs::Encoding>> {
+        ids: impl IntoIterator<Item = Id>,
+    ) -> Result<HashMap<Id, crate::blobs::Placement>> {
         self.index.read(|txn| {
             let t = txn.open_table(BLOBS).map_err(self.index.db())?;
+            let packed = crate::index::packed_for_read(txn).map_err(self.index.db())?;
             let mut out = HashMap::new();
             for id in ids {
-                if let Some(v) = t.get(&id.0).map_err(self.index.db())?
-                    && let Some(enc) = crate::blobs::Encoding::from_code(v.value().2)
+                if let Some((_, p)) =
+                    crate::index::placement(&t, packed.as_ref(), &id).map_err(self.index.db())?
                 {
-                    out.insert(id, enc);
+                    out.insert(id, p);
                 }
             }
             Ok(out)
         })
+    }
+
+    /// Where the index records blob `id` to be kept.
+    pub(crate) fn placement_of(&self, id: &Id) -> Result<Option<crate::blobs::Placement>> {
+        Ok(self.placements([*id])?.remove(id))
     }
 
     /// Which of `ids` the index records as present.
@@ -274,11 +286,11 @@ impl Store {
             let mut new_bytes = 0;
             {
                 let mut blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
+                let mut packed = crate::index::packed_for_write(txn).map_err(self.index.db())?;
                 for s in stored {
-                    let old = blobs
-                        .insert(&s.id.0, (s.size, s.stored_size, s.encoding.code()))
-                        .map_err(self.index.db())?;
-                    if old.is_none() {
+                    if crate::index::record_blob(&mut blobs, &mut packed, s)
+                        .map_err(self.index.db())?
+                    {
                         new_blobs += 1;
                         new_bytes += s.stored_size;
                     }
@@ -653,8 +665,10 @@ impl Store {
                 (blob, Some(size))
             }
         };
-        self.blobs.read_verified(&id, size, &mut std::io::sink())?;
-        Ok(self.blobs.read_verified(&id, size, out)?)
+        let hint = self.placement_of(&id)?;
+        self.blobs
+            .read_verified_hinted(&id, size, hint, &mut std::io::sink())?;
+        Ok(self.blobs.read_verified_hinted(&id, size, hint, out)?)
     }
 
     fn find_file(&self, root: Id, path: &str) -> Result<(Id, u64)> {

@@ -7,7 +7,7 @@ use std::io::Read;
 
 use redb::ReadableTable;
 
-use crate::blobs::{Encoding, PendingBlob, SMALL_BLOB_MAX, VerifiedReader};
+use crate::blobs::{Encoding, PendingBlob, Placement, SMALL_BLOB_MAX, VerifiedReader};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BLOBS, TREES};
@@ -177,15 +177,27 @@ impl Store {
         })
     }
 
-    /// A small blob (at most [`SMALL_BLOB_MAX`] bytes) in its stored form, verified.
-    pub fn read_blob_encoded(&self, id: &Id, size: u64) -> Result<(Encoding, Vec<u8>)> {
+    /// A small blob (at most [`SMALL_BLOB_MAX`] bytes) in its stored form, verified. `place`
+    /// is where the index keeps it (from [`Store::placements`], for callers reading many);
+    /// `None` looks it up.
+    pub fn read_blob_encoded(
+        &self,
+        id: &Id,
+        size: u64,
+        place: Option<Placement>,
+    ) -> Result<(Encoding, Vec<u8>)> {
         debug_assert!(size <= SMALL_BLOB_MAX);
-        Ok(self.blobs.read_encoded(id, size)?)
+        let place = match place {
+            Some(p) => Some(p),
+            None => self.placement_of(id)?,
+        };
+        Ok(self.blobs.read_encoded(id, size, place)?)
     }
 
     /// A reader of any blob's content that checks it against `id` and `size` at the end.
     pub fn open_blob(&self, id: &Id, size: u64) -> Result<VerifiedReader> {
-        Ok(self.blobs.open_verified(id, Some(size))?)
+        let place = self.placement_of(id)?;
+        Ok(self.blobs.open_verified_hinted(id, Some(size), place)?)
     }
 
     /// Writes a blob whose stored form the caller has checked (see [`Store::import`]).
@@ -256,6 +268,7 @@ impl Store {
                 size,
                 stored_size,
                 encoding,
+                pack: None,
             },
             file,
         )))
@@ -331,10 +344,11 @@ impl Store {
         trees: &[(Id, Vec<u8>)],
     ) -> Result<()> {
         let mut t = txn.open_table(BLOBS).map_err(self.index.db())?;
+        let mut packed = crate::index::packed_for_write(txn).map_err(self.index.db())?;
         for s in blobs {
-            t.insert(&s.id.0, (s.size, s.stored_size, s.encoding.code()))
-                .map_err(self.index.db())?;
+            crate::index::record_blob(&mut t, &mut packed, s).map_err(self.index.db())?;
         }
+        drop(packed);
         let mut t = txn.open_table(TREES).map_err(self.index.db())?;
         for (id, bytes) in trees {
             if t.get(&id.0).map_err(self.index.db())?.is_none() {

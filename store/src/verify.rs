@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use redb::ReadableTable;
 use serde::Serialize;
 
-use crate::blobs::{BlobError, Encoding};
+use crate::blobs::BlobError;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BLOBS, KEYS, TREES};
@@ -90,11 +90,16 @@ impl Store {
         // Snapshot what the index records, in one short transaction.
         let (blob_rows, tree_rows, keys) = self.index.read(|txn| {
             let blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
+            let packed = crate::index::packed_for_read(txn).map_err(self.index.db())?;
             let mut blob_rows = HashMap::new();
             for item in blobs.iter().map_err(self.index.db())? {
                 let (k, v) = item.map_err(self.index.db())?;
-                let (size, _, enc) = v.value();
-                blob_rows.insert(Id(*k.value()), (size, Encoding::from_code(enc)));
+                let id = Id(*k.value());
+                let size = v.value().0;
+                let place = crate::index::placement(&blobs, packed.as_ref(), &id)
+                    .map_err(self.index.db())?
+                    .map(|(_, p)| p);
+                blob_rows.insert(id, (size, place));
             }
             let trees = txn.open_table(TREES).map_err(self.index.db())?;
             let mut tree_rows = HashMap::new();

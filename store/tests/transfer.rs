@@ -69,7 +69,7 @@ fn import_binds_only_complete_closures() {
     let mut blobs = Vec::new();
     for (id, size) in &closure.blobs {
         if *size <= SMALL_BLOB_MAX {
-            let (enc, bytes) = a.read_blob_encoded(id, *size).unwrap();
+            let (enc, bytes) = a.read_blob_encoded(id, *size, None).unwrap();
             blobs.push(b.stage_encoded(*id, *size, enc, &bytes).unwrap());
         } else {
             let r = a.open_blob(id, *size).unwrap();

@@ -2,9 +2,11 @@
 //! fault, and leaves the store as it was.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::common::{Env, assert_one_error_line, names_under, s, sample_tree, write};
+use crate::common::{
+    Env, Stored, assert_one_error_line, names_under, pack_entries, s, sample_tree, write,
+};
 
 /// An env whose store already holds `base/k` (the sample tree), so "unchanged" means something.
 /// Returns the env, the sample tree's path and its id.
@@ -257,24 +259,51 @@ fn other_malformed_arguments_are_refused() {
 }
 
 /// A store holding `k` = a tree with `a/f.txt` ("hello\n", a raw blob) and `a/b/big.txt`
-/// (compressible, a zstd blob). Returns the env and the two blob ids.
+/// (compressible, a zstd blob), both small, so both in the put's pack file. Returns the env and
+/// the two blob ids.
 fn corruptible() -> (Env, String, String) {
     let (env, src, _) = seeded();
     let small = env.ok(&["hash", s(&src.join("a/f.txt"))]);
     let big = env.ok(&["hash", s(&src.join("a/b/big.txt"))]);
-    assert!(!env.blob_file(&small).to_string_lossy().ends_with(".zst"));
-    assert!(env.blob_file(&big).to_string_lossy().ends_with(".zst"));
+    let (st, bt) = (env.stored(&small), env.stored(&big));
+    assert!(st.packed && !st.zstd, "{st:?}");
+    assert!(bt.packed && bt.zstd, "{bt:?}");
+    assert_eq!(st.path, bt.path, "one put writes one pack");
     (env, small, big)
+}
+
+/// The blobs whose pack entries start at or after `st`'s in its pack: cutting the pack there
+/// makes all of them unreadable.
+fn entries_from(env: &Env, st: &Stored) -> Vec<String> {
+    pack_entries(&env.store())
+        .into_iter()
+        .filter(|e| e.stored.path == st.path && e.stored.offset >= st.offset)
+        .map(|e| format!("blake3:{}", e.id))
+        .collect()
 }
 
 /// Checks every command that reads `bad` (a blob of `base/k`'s `path`) fails naming it and
 /// leaves nothing behind; `word` is what the error calls the fault.
 fn reads_of_a_bad_blob_fail(env: &Env, bad: &str, path: &str, word: &str) {
+    reads_of_bad_blobs_fail(env, bad, &[], path, word)
+}
+
+/// [`reads_of_a_bad_blob_fail`] when blobs `also` are bad too: commands that read the whole
+/// tree may name any one of them (they read in parallel); reads of `path` must name `bad`.
+fn reads_of_bad_blobs_fail(env: &Env, bad: &str, also: &[String], path: &str, word: &str) {
+    let names_one = |stderr: &[u8]| {
+        let line = String::from_utf8_lossy(stderr).into_owned();
+        assert_one_error_line(&line, &[word]);
+        assert!(
+            line.contains(bad) || also.iter().any(|a| line.contains(a.as_str())),
+            "{line} names none of {bad}, {also:?}"
+        );
+    };
     // get into a DEST it creates: DEST is gone afterwards.
     let dest = env.path("dest-new");
     let out = env.run(&["get", "base/k", s(&dest)]);
     assert_eq!(out.status.code(), Some(1), "get over a {word} blob");
-    assert_one_error_line(&String::from_utf8_lossy(&out.stderr), &[bad, word]);
+    names_one(&out.stderr);
     assert!(!dest.exists(), "get left {} behind", dest.display());
 
     // get into an existing empty DEST: it is empty again afterwards.
@@ -282,14 +311,14 @@ fn reads_of_a_bad_blob_fail(env: &Env, bad: &str, path: &str, word: &str) {
     std::fs::create_dir_all(&dest).unwrap();
     let out = env.run(&["get", "base/k", s(&dest)]);
     assert_eq!(out.status.code(), Some(1));
-    assert_one_error_line(&String::from_utf8_lossy(&out.stderr), &[bad]);
+    names_one(&out.stderr);
     assert_eq!(names_under(&dest), Vec::<String>::new(), "get left files");
 
     // get --force over old contents: the bad file is not left there either.
     write(&dest, path, b"old\n");
     let out = env.run(&["get", "base/k", s(&dest), "--force"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_one_error_line(&String::from_utf8_lossy(&out.stderr), &[bad]);
+    names_one(&out.stderr);
     assert!(!dest.join(path).exists(), "get --force left {path} in DEST");
 
     // cat prints nothing at all.
@@ -310,7 +339,7 @@ fn reads_of_a_bad_blob_fail(env: &Env, bad: &str, path: &str, word: &str) {
     let tar = xdir.join("k.tar.zst");
     let out = env.run(&["export", "base/k", "-o", s(&tar)]);
     assert_eq!(out.status.code(), Some(1), "export over a {word} blob");
-    assert_one_error_line(&String::from_utf8_lossy(&out.stderr), &[bad]);
+    names_one(&out.stderr);
     assert_eq!(
         names_under(&xdir),
         Vec::<String>::new(),
@@ -357,65 +386,138 @@ fn verify_reports(env: &Env, want_code: i32, bad: &[&str], fault: &str) {
     }
 }
 
-fn overwrite(path: &Path, bytes: &[u8]) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
-
 #[test]
 fn a_corrupt_blob_is_caught_by_get_cat_export_and_verify() {
     let (env, small, _big) = corruptible();
-    let file = env.blob_file(&small);
-    assert_eq!(std::fs::read(&file).unwrap(), b"hello\n");
-    overwrite(&file, b"HELLO\n");
+    let st = env.stored(&small);
+    assert_eq!(st.read(), b"hello\n");
+    st.write(b"HELLO\n");
     reads_of_a_bad_blob_fail(&env, &small, "a/f.txt", "corrupt");
     verify_reports(&env, 8, &[&small], "corrupt");
-    // The damage is local: the other file still reads.
+    // The damage is local: the other file of the same pack still reads.
     let out = env.run(&["cat", "base/k", "a/b/big.txt"]);
     assert!(out.status.success());
     assert_eq!(out.stdout, b"0123456789abcdef".repeat(50_000));
     // Restoring the bytes heals the store.
-    overwrite(&file, b"hello\n");
+    st.write(b"hello\n");
     assert_eq!(env.code(&["verify"]), 0);
 }
 
 #[test]
 fn truncated_blobs_are_caught_like_corrupt_ones() {
     let (env, small, big) = corruptible();
-    // A raw blob cut short.
-    let file = env.blob_file(&small);
-    overwrite(&file, b"hel");
-    reads_of_a_bad_blob_fail(&env, &small, "a/f.txt", "corrupt");
-    verify_reports(&env, 8, &[&small], "corrupt");
-    overwrite(&file, b"hello\n");
+    // A pack cut inside a raw blob's entry: it, and every entry after it, reads as corrupt.
+    let st = env.stored(&small);
+    let good = st.snapshot();
+    let cut = entries_from(&env, &st);
+    st.cut(3);
+    reads_of_bad_blobs_fail(&env, &small, &cut, "a/f.txt", "corrupt");
+    let cut_refs: Vec<&str> = cut.iter().map(|c| c.as_str()).collect();
+    verify_reports(&env, 8, &cut_refs, "corrupt");
+    st.restore(&good);
     assert_eq!(env.code(&["verify"]), 0);
     // A zstd blob cut in half.
-    let file = env.blob_file(&big);
-    let good = std::fs::read(&file).unwrap();
-    overwrite(&file, &good[..good.len() / 2]);
-    reads_of_a_bad_blob_fail(&env, &big, "a/b/big.txt", "corrupt");
+    let bt = env.stored(&big);
+    let cut = entries_from(&env, &bt);
+    bt.cut(bt.len / 2);
+    reads_of_bad_blobs_fail(&env, &big, &cut, "a/b/big.txt", "corrupt");
     verify_reports(&env, 8, &[&big], "corrupt");
+    bt.restore(&good);
+    assert_eq!(env.code(&["verify"]), 0);
     // A zstd blob whose frame is intact but decodes to other bytes of the same length.
-    let other = zstd::encode_all(&b"0123456789ABCDEF".repeat(50_000)[..], 3).unwrap();
-    overwrite(&file, &other);
+    let other = (1..=19)
+        .flat_map(|level| {
+            [
+                "0123456789ABCDEF",
+                "0123456789abcdeF",
+                "0123456789abcdeX",
+                "X123456789abcdef",
+            ]
+            .map(|p| zstd::bulk::compress(&p.as_bytes().repeat(50_000), level).unwrap())
+        })
+        .find(|f| f.len() as u64 == bt.len)
+        .expect("a frame of other content with the same length");
+    bt.write(&other);
     reads_of_a_bad_blob_fail(&env, &big, "a/b/big.txt", "corrupt");
     verify_reports(&env, 8, &[&big], "corrupt");
-    overwrite(&file, &good);
+    bt.restore(&good);
     assert_eq!(env.code(&["verify"]), 0);
 }
 
 #[test]
-fn a_deleted_blob_file_is_reported_missing() {
+fn a_large_blob_file_that_is_cut_or_corrupt_is_caught() {
+    // Blobs over 1 MiB keep a file of their own (raw when incompressible, else zstd).
+    let env = Env::new();
+    let src = env.path("src");
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let noise: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    write(&src, "a/noise.bin", &noise);
+    write(&src, "a/text.txt", &b"line of text\n".repeat(200_000));
+    env.ok(&["put", "base/k", s(&src)]);
+    for (path, zstd) in [("a/noise.bin", false), ("a/text.txt", true)] {
+        let id = env.ok(&["hash", s(&src.join(path))]);
+        let st = env.stored(&id);
+        assert!(!st.packed && st.zstd == zstd, "{path}: {st:?}");
+        let good = st.snapshot();
+        st.cut(st.len / 2);
+        reads_of_a_bad_blob_fail(&env, &id, path, "corrupt");
+        verify_reports(&env, 8, &[&id], "corrupt");
+        let mut flipped = good.clone();
+        flipped[good.len() / 3] ^= 0x10;
+        st.restore(&flipped);
+        reads_of_a_bad_blob_fail(&env, &id, path, "corrupt");
+        verify_reports(&env, 8, &[&id], "corrupt");
+        st.restore(&good);
+        assert_eq!(env.code(&["verify"]), 0);
+    }
+}
+
+#[test]
+fn a_deleted_pack_or_blob_file_is_reported_missing() {
     let (env, small, big) = corruptible();
-    let file = env.blob_file(&small);
-    std::fs::remove_file(&file).unwrap();
-    reads_of_a_bad_blob_fail(&env, &small, "a/f.txt", "missing");
-    verify_reports(&env, 16, &[&small], "missing");
+    // A second put writes its own pack; corrupt a blob there.
+    let other = env.path("other");
+    write(&other, "x.txt", b"in another pack\n");
+    env.ok(&["put", "other/k", s(&other)]);
+    let other_id = env.ok(&["hash", s(&other.join("x.txt"))]);
+    let ot = env.stored(&other_id);
+    assert_ne!(ot.path, env.stored(&small).path);
+    // Deleting the first pack loses every blob in it.
+    std::fs::remove_file(env.stored(&small).path).unwrap();
+    reads_of_bad_blobs_fail(
+        &env,
+        &small,
+        std::slice::from_ref(&big),
+        "a/f.txt",
+        "missing",
+    );
+    verify_reports(&env, 16, &[&small, &big], "missing");
     // Missing and corrupt together set both bits.
-    let bigfile = env.blob_file(&big);
-    overwrite(&bigfile, b"garbage");
-    verify_reports(&env, 16 | 8, &[&small], "missing");
-    verify_reports(&env, 16 | 8, &[&big], "corrupt");
+    ot.write(b"IN ANOTHER PACK\n");
+    let out = env.run(&["--json", "verify"]);
+    assert_eq!(out.status.code(), Some(16 | 8));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (id, fault) in [
+        (&small, "missing"),
+        (&big, "missing"),
+        (&other_id, "corrupt"),
+    ] {
+        assert!(
+            v["problems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["id"] == id.as_str() && p["fault"] == fault),
+            "verify does not report {id} as {fault}: {v}"
+        );
+    }
 }
 
 #[test]

@@ -659,7 +659,8 @@ fn put_times_out_on_a_held_gc_lock_and_binds_nothing() {
     );
     assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
     assert!(env.key_roots().is_empty(), "a key was bound");
-    let blob_files = walk_files(&env.store().join("blobs"));
+    let mut blob_files = walk_files(&env.store().join("blobs"));
+    blob_files.extend(walk_files(&env.store().join("packs")));
     assert!(blob_files.is_empty(), "blobs written: {blob_files:?}");
 
     held.unlock().unwrap();

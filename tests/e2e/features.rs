@@ -8,9 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::common::{
-    Env, assert_one_error_line, files_under, names_under, s, sample_tree, sha256_hex, write,
-};
+use crate::common::{Env, assert_one_error_line, names_under, s, sample_tree, sha256_hex, write};
 
 /// A path of more than 100 bytes (the ustar name field) and a symlink target of more than 100.
 const LONG_DIR: &str = "long/dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
@@ -638,13 +636,13 @@ fn single_file_roots_keep_their_executable_bit() {
     assert_eq!(env.run(&["cat", &txt]).stdout, b"hello\n");
     assert_eq!(env.run(&["cat", "tool"]).stdout, b"#!/bin/sh\necho hi\n");
     // The same content under another name and key is the same root and no new blob.
-    let before = files_under(&env.store().join("blobs"));
+    let before = env.object_files();
     write(&env.path("copy"), "renamed.md", b"hello\n");
     assert_eq!(
         env.ok(&["put", "note2", s(&env.path("copy/renamed.md"))]),
         txt
     );
-    assert_eq!(files_under(&env.store().join("blobs")), before);
+    assert_eq!(env.object_files(), before);
     let show = env.json(&["show", "note"]);
     assert_eq!(show["files"], 1);
     assert_eq!(show["size"], 6);
@@ -670,12 +668,10 @@ fn gc_deletes_what_no_key_reaches_and_nothing_else() {
         blob(&b.join("only-b.txt")),
         blob(&a.join("shared.txt")),
     );
-    let (fa, fd, fb, fs) = (
-        env.blob_file(&only_a),
-        env.blob_file(&deep_a),
-        env.blob_file(&only_b),
-        env.blob_file(&shared_id),
-    );
+    let all = env.stored_ids();
+    for id in [&only_a, &deep_a, &only_b, &shared_id] {
+        assert!(all.contains(id.as_str()), "{id} not stored");
+    }
     // Nothing is garbage yet.
     let r = env.json(&["gc", "--dry-run"]);
     assert_eq!(
@@ -685,7 +681,7 @@ fn gc_deletes_what_no_key_reaches_and_nothing_else() {
     );
 
     env.ok(&["rm", "ka"]);
-    let before = files_under(&env.store().join("blobs"));
+    let before = env.object_files();
     let r = env.json(&["gc", "--dry-run"]);
     assert_eq!(r["dry_run"], true);
     // ka's root tree and its sub tree; its two own blobs.
@@ -695,11 +691,9 @@ fn gc_deletes_what_no_key_reaches_and_nothing_else() {
         "{r}"
     );
     assert!(r["bytes_freed"].as_u64().unwrap() > 0);
-    assert_eq!(
-        files_under(&env.store().join("blobs")),
-        before,
-        "--dry-run deleted files"
-    );
+    // ka's pack is small and now partly dead: it would be rewritten.
+    assert_eq!(r["packs_rewritten"], 1, "{r}");
+    assert_eq!(env.object_files(), before, "--dry-run deleted files");
     assert!(
         env.ok(&["show", &id_a]).contains("only-a.txt"),
         "--dry-run deleted a tree"
@@ -712,14 +706,12 @@ fn gc_deletes_what_no_key_reaches_and_nothing_else() {
         (Some(2), Some(2)),
         "{r}"
     );
-    assert!(!fa.exists() && !fd.exists(), "gc kept ka's blobs");
-    assert!(fb.exists() && fs.exists(), "gc deleted blobs kb needs");
-    let mut expected = before.clone();
-    for f in [&fa, &fd] {
-        let rel = f.strip_prefix(env.store().join("blobs")).unwrap();
-        expected.remove(rel.to_str().unwrap()).unwrap();
-    }
-    assert_eq!(files_under(&env.store().join("blobs")), expected);
+    assert_eq!(r["packs_rewritten"], 1, "{r}");
+    // ka's own blobs are gone from disk; everything kb needs is still there.
+    let mut expected = all.clone();
+    expected.remove(only_a.as_str());
+    expected.remove(deep_a.as_str());
+    assert_eq!(env.stored_ids(), expected);
     // ka's trees are gone from the index too.
     let err = env.fails(&["show", &id_a]);
     assert!(err.contains(&id_a), "{err}");
@@ -731,17 +723,22 @@ fn gc_deletes_what_no_key_reaches_and_nothing_else() {
     env.ok(&["get", "kb", s(&out)]);
     assert_eq!(env.ok(&["hash", s(&out)]), id_b);
     assert_eq!(std::fs::read(out.join("shared.txt")).unwrap(), shared);
-    // A second gc finds nothing.
+    // A second gc finds nothing, and rewrites nothing.
+    let files = env.object_files();
     let r = env.json(&["gc"]);
     assert_eq!(
-        (r["trees"].as_u64(), r["blobs"].as_u64()),
-        (Some(0), Some(0)),
+        (
+            r["trees"].as_u64(),
+            r["blobs"].as_u64(),
+            r["packs_rewritten"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0)),
         "{r}"
     );
-    assert_eq!(files_under(&env.store().join("blobs")), expected);
+    assert_eq!(env.object_files(), files);
     // Putting ka again brings it back.
     assert_eq!(env.ok(&["put", "ka", s(&a)]), id_a);
-    assert!(fa.exists());
+    assert_eq!(env.stored_ids(), all);
     assert_eq!(env.code(&["verify"]), 0);
 }
 
@@ -785,7 +782,7 @@ fn hash_touches_no_store_and_add_binds_no_key() {
     // ...and, bound to no key, it is garbage.
     let r = env.json(&["gc"]);
     assert!(r["trees"].as_u64().unwrap() >= 3, "{r}");
-    assert_eq!(files_under(&env.store().join("blobs")), BTreeMap::new());
+    assert_eq!(env.object_files(), BTreeMap::new());
     env.fails(&["show", &id]);
 }
 
