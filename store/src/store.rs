@@ -817,7 +817,7 @@ pub(crate) fn now() -> u64 {
 
 /// Small files read at once by [`Store::put`]'s ingest: their contents are held in memory
 /// until they are hashed, checked against the index and stored.
-const READ_BATCH_BYTES: u64 = 32 * 1024 * 1024;
+const READ_BATCH_BYTES: u64 = 8 * 1024 * 1024;
 /// At most this many files per batch (one index lookup each; a batch is one read transaction).
 const READ_BATCH_FILES: usize = 8192;
 
