@@ -149,7 +149,7 @@ pub(crate) fn ingest_reader(
     }
     let mut pending: HashMap<Id, PendingBlob> = HashMap::new();
     // Small files read but not yet written (see below), their ids, and their bytes.
-    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut batch: Vec<(Id, Vec<u8>)> = Vec::new();
     let mut queued: HashSet<Id> = HashSet::new();
     let mut batch_bytes = 0usize;
     let mut next_group = 0u64;
@@ -241,9 +241,9 @@ pub(crate) fn ingest_reader(
                     let size = buf.len() as u64;
                     if size == want && !pending.contains_key(&id) && queued.insert(id) {
                         batch_bytes += buf.len();
-                        batch.push(buf);
+                        batch.push((id, buf));
                         if batch_bytes >= BATCH_BYTES {
-                            write_batch(store, &mut batch, &mut pending, archive, layer)?;
+                            write_batch(store, &mut batch, &mut pending, layer)?;
                             queued.clear();
                             batch_bytes = 0;
                         }
@@ -384,7 +384,7 @@ pub(crate) fn ingest_reader(
     // refused even when the tar inside looks complete.
     std::io::copy(&mut ar.into_inner(), &mut std::io::sink())
         .map_err(|e| malformed(None, format!("corrupt or truncated compressed stream: {e}")))?;
-    write_batch(store, &mut batch, &mut pending, archive, layer)?;
+    write_batch(store, &mut batch, &mut pending, layer)?;
     let ids: Vec<Id> = pending.keys().copied().collect();
     let present = store.present_blobs(&ids)?;
     let stored = pending
@@ -408,22 +408,24 @@ pub(crate) fn ingest_reader(
 /// Bytes of small files an archive ingest holds in memory before writing them as one batch.
 const BATCH_BYTES: usize = 16 << 20;
 
-/// Writes a batch of small file contents as pending blobs, in parallel.
+/// Writes the small file contents of a batch (already hashed) that the index lacks as pending
+/// blobs, in parallel. Those it has are not written at all: a pack keeps whatever is appended
+/// to it, so writing first and checking at the end (as for large members) would leave dead
+/// copies in the pack until gc.
 fn write_batch(
     store: &Store,
-    batch: &mut Vec<Vec<u8>>,
+    batch: &mut Vec<(Id, Vec<u8>)>,
     pending: &mut HashMap<Id, PendingBlob>,
-    origin: &Path,
     layer: Option<&LayerRules>,
 ) -> Result<()> {
     let level = layer.map_or(store.blobs.level(), |l| l.level);
-    let written = std::mem::take(batch)
+    let batch = std::mem::take(batch);
+    let ids: Vec<Id> = batch.iter().map(|(id, _)| *id).collect();
+    let present = store.present_blobs(&ids)?;
+    let written = batch
         .into_par_iter()
-        .map(|buf| {
-            store
-                .blobs
-                .write_stream_at(&buf[..], buf.len() as u64, origin, level)
-        })
+        .filter(|(id, _)| !present.contains(id))
+        .map(|(id, buf)| store.blobs.write_content_at(id, buf, level))
         .collect::<Result<Vec<_>, _>>()?;
     for p in written {
         pending.entry(p.blob.id).or_insert(p);

@@ -434,8 +434,18 @@ impl BlobDir {
     /// Stores a small blob (at most [`SMALL_BLOB_MAX`] bytes) held in memory whose id the caller
     /// has just computed from exactly these bytes (so it is not hashed again).
     pub fn write_content(&self, id: Id, content: Vec<u8>) -> Result<PendingBlob, BlobError> {
+        self.write_content_at(id, content, self.level)
+    }
+
+    /// [`BlobDir::write_content`] at zstd level `level` (see [`BlobDir::write_stream_at`]).
+    pub fn write_content_at(
+        &self,
+        id: Id,
+        content: Vec<u8>,
+        level: i32,
+    ) -> Result<PendingBlob, BlobError> {
         debug_assert!(content.len() as u64 <= SMALL_BLOB_MAX);
-        self.write_small_hashed(id, content, self.level)
+        self.write_small_hashed(id, content, level)
     }
 
     fn write_small_hashed(

@@ -902,3 +902,41 @@ fn get_refuses_a_non_empty_dest_before_pulling() {
     assert_one_error_line(&e, &["dest", "not empty"]);
     assert_eq!(std::fs::read(env.path("dest/keep")).unwrap(), b"mine");
 }
+
+/// Importing an archive most of whose content is stored writes only the new members: members
+/// already in the index are never appended to a pack (where they would stay as dead bytes
+/// beside the new ones until gc).
+#[test]
+fn re_importing_an_archive_writes_only_new_members() {
+    let env = Env::new();
+    let mut many: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| {
+            let body = format!("file {i}\n").repeat(i + 1).into_bytes();
+            (format!("d{}/f{i}.txt", i % 7), body)
+        })
+        .collect();
+    let archive = |name: &str, many: &[(String, Vec<u8>)]| {
+        let files: Vec<(&str, &[u8])> = many
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_slice()))
+            .collect();
+        let p = env.path(name);
+        std::fs::write(&p, crate::common::gzip(&crate::common::tar_of(&files))).unwrap();
+        p
+    };
+    let a = archive("a.tar.gz", &many);
+    env.ok(&["put", "a/1", s(&a), "--from-archive"]);
+    let entries = || crate::common::pack_entries(&env.store()).len();
+    assert_eq!(entries(), 200);
+    // The same archive again: nothing is written at all.
+    let before = env.object_files();
+    env.ok(&["put", "a/2", s(&a), "--from-archive"]);
+    assert_eq!(env.object_files(), before);
+    // With one new member: one new pack entry, for it alone.
+    many.push(("new.txt".into(), b"a new member\n".to_vec()));
+    let b = archive("b.tar.gz", &many);
+    let added = env.json(&["put", "a/3", s(&b), "--from-archive"]);
+    assert_eq!(added["new_blobs"], 1, "{added}");
+    assert_eq!(entries(), 201, "members already stored were written again");
+    assert_eq!(env.code(&["verify"]), 0);
+}
