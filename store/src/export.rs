@@ -108,7 +108,7 @@ impl Store {
         let mut path = Vec::new();
         let mut entries = 0;
         let cx = (&closure, &places);
-        self.export_dir(cx, *id, &mut builder, &mut path, &mut entries, out)?;
+        self.export_dir(cx, *id, &mut builder, (&mut path, 0), &mut entries, out)?;
         let mut sink = builder.into_inner().map_err(Error::io(out))?;
         sink.flush().map_err(Error::io(out))?;
         drop(sink);
@@ -122,7 +122,7 @@ impl Store {
         cx: (&Closure, &HashMap<crate::Id, Placement>),
         tree_id: crate::Id,
         b: &mut tar::Builder<Box<dyn Write>>,
-        path: &mut Vec<u8>,
+        (path, depth): (&mut Vec<u8>, usize),
         entries: &mut u64,
         out: &Path,
     ) -> Result<()> {
@@ -131,6 +131,14 @@ impl Store {
             .trees
             .get(&tree_id)
             .ok_or(Error::UnknownObject(tree_id))?;
+        // The walk recurses once per level: a tree from elsewhere (a pull) nested thousands of
+        // levels deep must be an error, not a stack overflow.
+        if depth >= crate::tree::MAX_DEPTH && !tree.entries.is_empty() {
+            return Err(Error::Unsupported {
+                path: std::path::PathBuf::from(String::from_utf8_lossy(path).into_owned()),
+                reason: format!("nested more than {} folders deep", crate::tree::MAX_DEPTH),
+            });
+        }
         for e in &tree.entries {
             let mark = path.len();
             path.extend_from_slice(&e.name);
@@ -195,7 +203,7 @@ impl Store {
             r.map_err(Error::io(out))?;
             *entries += 1;
             if let EntryKind::Dir { tree } = &e.kind {
-                self.export_dir(cx, *tree, b, path, entries, out)?;
+                self.export_dir(cx, *tree, b, (path, depth + 1), entries, out)?;
             }
             path.truncate(mark);
         }

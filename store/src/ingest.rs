@@ -158,7 +158,7 @@ pub(crate) fn scan_files(
 ) -> Result<(Node, Vec<ScannedFile>)> {
     let md = fs::metadata(path).map_err(Error::io(path))?;
     let (mut node, files) = if md.is_dir() {
-        scan_dir(path, &md, &(opts, paths_in_nodes))?
+        scan_dir(path, &md, &(opts, paths_in_nodes), 0)?
     } else if md.is_file() {
         let node = Node::File {
             meta: meta_of(path, &md, opts)?,
@@ -229,11 +229,13 @@ fn shift_jobs(node: &mut Node, by: usize) {
     }
 }
 
-/// Scans the folder `dir`; job numbers in the result count from 0 within it.
+/// Scans the folder `dir`, `depth` folders below the root; job numbers in the result count
+/// from 0 within it.
 fn scan_dir(
     dir: &Path,
     md: &fs::Metadata,
     how: &(&IngestOptions, bool),
+    depth: usize,
 ) -> Result<(Node, Vec<ScannedFile>)> {
     use rayon::prelude::*;
     let meta = meta_of(dir, md, how.0)?;
@@ -245,7 +247,7 @@ fn scan_dir(
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     let scanned = names
         .into_par_iter()
-        .map(|name| scan_entry(dir, name, how))
+        .map(|name| scan_entry(dir, name, how, depth + 1))
         .collect::<Result<Vec<_>>>()?;
     let mut children = Vec::with_capacity(scanned.len());
     let mut files = Vec::new();
@@ -259,10 +261,13 @@ fn scan_dir(
     Ok((Node::Dir { meta, children }, files))
 }
 
+/// Scans one entry of `dir`; `depth` counts the path's segments below the root (archive ingest
+/// refuses paths of more than [`crate::tree::MAX_DEPTH`] segments, and so does this).
 fn scan_entry(
     dir: &Path,
     name: std::ffi::OsString,
     how: &(&IngestOptions, bool),
+    depth: usize,
 ) -> Result<(Vec<u8>, Node, Vec<ScannedFile>)> {
     let (opts, paths_in_nodes) = (how.0, how.1);
     let path = dir.join(&name);
@@ -271,10 +276,16 @@ fn scan_entry(
         path: path.clone(),
         reason: e.to_string(),
     })?;
+    if depth > crate::tree::MAX_DEPTH {
+        return Err(Error::Unsupported {
+            path,
+            reason: format!("nested more than {} folders deep", crate::tree::MAX_DEPTH),
+        });
+    }
     let md = fs::symlink_metadata(&path).map_err(Error::io(&path))?;
     let ft = md.file_type();
     if ft.is_dir() {
-        let (node, files) = scan_dir(&path, &md, how)?;
+        let (node, files) = scan_dir(&path, &md, how, depth)?;
         return Ok((name, node, files));
     }
     if ft.is_file() {

@@ -438,6 +438,14 @@ impl<'a> Ctx<'a> {
             .trees
             .get(&tree_id)
             .ok_or(Error::UnknownObject(tree_id))?;
+        // One recursion per level: a tree from elsewhere (a pull) nested thousands of levels deep
+        // must be an error, not a stack overflow.
+        if path.len() >= crate::tree::MAX_DEPTH && !tree.entries.is_empty() {
+            return Err(Error::Unsupported {
+                path: self.shown(path),
+                reason: format!("nested more than {} folders deep", crate::tree::MAX_DEPTH),
+            });
+        }
         for e in &tree.entries {
             if self.sh.failed.load(Ordering::Relaxed) {
                 return Ok(());

@@ -568,3 +568,35 @@ fn error_lines_do_not_repeat_their_cause() {
         "the cause is repeated: {line}"
     );
 }
+
+/// A folder nested more than 1,024 levels deep is refused as archive ingest refuses such paths
+/// (the walks over a tree recurse once per level); exactly 1,024 is stored and restored.
+#[test]
+fn a_folder_nested_too_deep_is_refused_and_the_limit_itself_round_trips() {
+    let env = Env::new();
+    let nested = |name: &str, dirs: usize| {
+        let root = env.path(name);
+        let deepest = root.join(vec!["d"; dirs].join("/"));
+        std::fs::create_dir_all(&deepest).unwrap();
+        std::fs::write(deepest.join("f"), b"at the bottom\n").unwrap();
+        root
+    };
+    // 1,024 folders and the file inside: a path of 1,025 segments.
+    let too_deep = nested("too-deep", 1024);
+    env.refused(
+        &["put", "deep/k", s(&too_deep)],
+        &["nested more than 1024 folders deep", "too-deep/d/d/d"],
+    );
+    // 1,023 folders and the file: 1,024 segments, the most an archive may hold too.
+    let at_limit = nested("at-limit", 1023);
+    let id = env.ok(&["put", "deep/k", s(&at_limit)]);
+    let out = env.path("out");
+    env.ok(&["get", "deep/k", s(&out)]);
+    assert_eq!(env.ok(&["hash", s(&out)]), id);
+    let tar = env.path("deep.tar");
+    env.ok(&["export", "deep/k", "-o", s(&tar)]);
+    assert_eq!(
+        env.ok(&["put", "deep/again", s(&tar), "--from-archive"]),
+        id
+    );
+}
