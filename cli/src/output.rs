@@ -334,6 +334,8 @@ impl Out {
     }
 }
 
+/// Lists tree `id` depth first, in name order, with an explicit stack (a tree pulled from
+/// elsewhere may be nested arbitrarily deep).
 fn list(
     closure: &cairn_store::Closure,
     id: cairn_store::Id,
@@ -341,12 +343,15 @@ fn list(
     recursive: bool,
     rows: &mut Vec<Listed>,
 ) {
-    let Some(tree) = closure.trees.get(&id) else {
-        return;
-    };
-    for e in &tree.entries {
+    // (tree, path prefix of its entries, index of its next entry)
+    let mut stack = vec![(id, prefix.to_string(), 0usize)];
+    while let Some((tid, pre, i)) = stack.pop() {
+        let Some(e) = closure.trees.get(&tid).and_then(|t| t.entries.get(i)) else {
+            continue;
+        };
+        stack.push((tid, pre.clone(), i + 1));
         let path = format!(
-            "{prefix}{}",
+            "{pre}{}",
             String::from_utf8_lossy(std::ffi::OsStr::from_bytes(&e.name).as_bytes())
         );
         let (size, oid, target) = match &e.kind {
@@ -374,7 +379,7 @@ fn list(
             target,
         });
         if recursive && let EntryKind::Dir { tree } = &e.kind {
-            list(closure, *tree, &format!("{path}/"), true, rows);
+            stack.push((*tree, format!("{path}/"), 0));
         }
     }
 }
