@@ -150,11 +150,6 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BlobError + '_ {
     }
 }
 
-/// Checks a raw small blob against `id` and `size`.
-fn check_raw(id: &Id, size: u64, raw: &[u8]) -> Result<(), BlobError> {
-    check_content(id, size, raw)
-}
-
 /// Decompresses a zstd small blob and checks it against `id` and `size`.
 fn decode_checked(id: &Id, size: u64, frame: &[u8]) -> Result<Vec<u8>, BlobError> {
     let content = decompress_exact(frame, size).map_err(|e| BlobError::Corrupt {
@@ -165,6 +160,7 @@ fn decode_checked(id: &Id, size: u64, frame: &[u8]) -> Result<Vec<u8>, BlobError
     Ok(content)
 }
 
+/// Checks content (a raw blob's stored bytes, or a decoded frame) against `id` and `size`.
 fn check_content(id: &Id, size: u64, content: &[u8]) -> Result<(), BlobError> {
     let corrupt = |reason: String| BlobError::Corrupt { id: *id, reason };
     if content.len() as u64 != size {
@@ -721,7 +717,7 @@ impl BlobDir {
     ) -> Result<(Encoding, Vec<u8>), BlobError> {
         let (raw, enc) = self.read_stored(id, size, hint)?;
         if enc == Encoding::Raw {
-            check_raw(id, size, &raw)?;
+            check_content(id, size, &raw)?;
         } else {
             decode_checked(id, size, &raw)?;
         }
@@ -788,7 +784,7 @@ impl BlobDir {
         let (raw, enc) = self.read_stored(id, size, hint)?;
         match enc {
             Encoding::Raw => {
-                check_raw(id, size, &raw)?;
+                check_content(id, size, &raw)?;
                 Ok(raw)
             }
             Encoding::Zstd => decode_checked(id, size, &raw),

@@ -218,16 +218,24 @@ pub(crate) fn record_blob(
     Ok(true)
 }
 
-/// Where the index says blob `id` is kept, if it has the blob.
+/// Where the index says blob `id` is kept, if it has the blob: its content size and placement.
 pub(crate) fn placement(
     blobs: &impl ReadableTable<&'static [u8; 32], (u64, u64, u8)>,
     packed: Option<&impl ReadableTable<&'static [u8; 32], (u128, u64)>>,
     id: &crate::Id,
 ) -> Result<Option<(u64, crate::blobs::Placement)>, redb::Error> {
-    let Some(row) = blobs.get(&id.0)? else {
-        return Ok(None);
-    };
-    let (size, stored_size, code) = row.value();
+    match blobs.get(&id.0)? {
+        Some(row) => placement_of_row(row.value(), packed, id),
+        None => Ok(None),
+    }
+}
+
+/// [`placement`] for a `blobs` row already read (`None` for an unknown encoding code).
+pub(crate) fn placement_of_row(
+    (size, stored_size, code): (u64, u64, u8),
+    packed: Option<&impl ReadableTable<&'static [u8; 32], (u128, u64)>>,
+    id: &crate::Id,
+) -> Result<Option<(u64, crate::blobs::Placement)>, redb::Error> {
     let Some(encoding) = crate::blobs::Encoding::from_code(code) else {
         return Ok(None);
     };

@@ -73,8 +73,8 @@ struct FileJob<'a> {
 /// State shared by the walk and the file writes running in the pool.
 struct Shared<'a> {
     store: &'a Store,
-    /// Each blob's encoding, from the index, so each read opens one file.
-    encodings: HashMap<Id, Placement>,
+    /// Where each blob is kept, from the index, so each read is one open or one pread.
+    placements: HashMap<Id, Placement>,
     /// Running as root: owners are applied.
     as_root: bool,
     /// Owner new files get without a chown (never skipped when DEST is setgid).
@@ -213,7 +213,7 @@ impl Store {
         });
         let sh = Shared {
             store: self,
-            encodings: self.closure_placements(closure)?,
+            placements: self.closure_placements(closure)?,
             as_root,
             default_owner,
             umask: process_umask(),
@@ -300,7 +300,7 @@ impl Shared<'_> {
         .map_err(errno)?;
         let file = File::from(fd);
         let mut w = BufWriter::with_capacity(IO_BUF_LEN, &file);
-        let hint = self.encodings.get(&job.blob).copied();
+        let hint = self.placements.get(&job.blob).copied();
         let written = self
             .store
             .blobs

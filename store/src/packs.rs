@@ -105,6 +105,11 @@ struct PackInner {
 }
 
 impl OpenPack {
+    /// The pack's id.
+    pub(crate) fn id(&self) -> PackId {
+        self.id
+    }
+
     /// Marks the pack as holding a blob that will be recorded.
     pub(crate) fn keep(&self) {
         self.inner.lock().expect("pack lock").keep = true;
@@ -259,13 +264,6 @@ impl Packer {
         }
         state.closed = still_open;
         Ok(())
-    }
-}
-
-impl OpenPack {
-    /// The pack's id.
-    pub(crate) fn id(&self) -> PackId {
-        self.id
     }
 }
 

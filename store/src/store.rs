@@ -193,7 +193,8 @@ impl Store {
         // Small files are read once: hashed, checked against the index a batch at a time, and
         // stored from memory when new.
         let mut stored = Vec::new();
-        let mut claimed: HashSet<Id> = HashSet::new();
+        // Ids whose storage is settled: in the index already, or written by this put.
+        let mut settled: HashSet<Id> = HashSet::new();
         for batch in batches(&small, |i| files[i].stat.size) {
             let read = batch
                 .par_iter()
@@ -215,7 +216,9 @@ impl Store {
             for (i, content) in read {
                 if let Some((id, c)) = content {
                     hashes[i] = Some((id, c.len() as u64));
-                    if !present.contains(&id) && claimed.insert(id) {
+                    if present.contains(&id) {
+                        settled.insert(id);
+                    } else if settled.insert(id) {
                         todo.push((id, c));
                     }
                 }
@@ -251,7 +254,7 @@ impl Store {
         // the file, hashed again on the way (a file that changed since is an error).
         let mut first_file: HashMap<Id, usize> = HashMap::new();
         for (i, (id, _)) in hashes.iter().enumerate() {
-            if !claimed.contains(id) {
+            if !settled.contains(id) {
                 first_file.entry(*id).or_insert(i);
             }
         }

@@ -95,11 +95,11 @@ impl Store {
             for item in blobs.iter().map_err(self.index.db())? {
                 let (k, v) = item.map_err(self.index.db())?;
                 let id = Id(*k.value());
-                let size = v.value().0;
-                let place = crate::index::placement(&blobs, packed.as_ref(), &id)
+                let row = v.value();
+                let place = crate::index::placement_of_row(row, packed.as_ref(), &id)
                     .map_err(self.index.db())?
                     .map(|(_, p)| p);
-                blob_rows.insert(id, (size, place));
+                blob_rows.insert(id, (row.0, place));
             }
             let trees = txn.open_table(TREES).map_err(self.index.db())?;
             let mut tree_rows = HashMap::new();
