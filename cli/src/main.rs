@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use cairn_store::{
-    ArchiveFormat, IngestOptions, Key, NoProgress, Progress, Root, Store, StoreOptions,
+    ArchiveFormat, IngestOptions, Input, Key, NoProgress, Progress, Root, Store, StoreOptions,
 };
 use clap::{CommandFactory, Parser};
 
@@ -31,11 +31,11 @@ const EXIT_MISSING: u8 = 16;
 const EXIT_UNTRUSTED: u8 = 32;
 
 fn main() -> ExitCode {
-    quiet_on_closed_stdout();
     let cli = Cli::parse();
     init_logging(&cli.global);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
+        Err(err) if closed_stdout(&err) => ExitCode::from(EXIT_BROKEN_PIPE),
         Err(err) => {
             eprintln!("cairn: error: {}", one_line(&err));
             ExitCode::from(EXIT_ERROR)
@@ -44,27 +44,15 @@ fn main() -> ExitCode {
 }
 
 /// Exit status when stdout's reader went away (128 + SIGPIPE, as a shell reports a process
-/// that SIGPIPE ended).
-const EXIT_BROKEN_PIPE: i32 = 141;
+/// that SIGPIPE ended). Rust ignores SIGPIPE, so a write to the closed pipe fails with
+/// `BrokenPipe`; every write to stdout returns that error (see `output::outln`), and cairn
+/// ends quietly. (Restoring SIGPIPE's default instead would also kill cairn when a network
+/// peer resets a connection mid-write.)
+const EXIT_BROKEN_PIPE: u8 = 141;
 
-/// Makes `cairn ls --json | head` end quietly once `head` exits. Rust ignores SIGPIPE, so a
-/// write to the closed pipe fails, and `println!` panics on that failure. Restoring SIGPIPE's
-/// default instead would also kill cairn when a network peer resets a connection mid-write, so
-/// only that one panic is turned into a quiet exit.
-fn quiet_on_closed_stdout() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let msg = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
-            std::process::exit(EXIT_BROKEN_PIPE);
-        }
-        default(info)
-    }));
+/// Whether `err` is a write to a stdout whose reader went away.
+fn closed_stdout(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<output::StdoutClosed>().is_some()
 }
 
 /// An error as one line, naming what is at fault (the store's errors carry the path or id).
@@ -132,14 +120,17 @@ fn config_path(g: &Global) -> Result<PathBuf> {
     }
 }
 
-fn open_remote(g: &Global, config: &Config, name_or_url: &str) -> Result<Remote> {
-    let (name, cfg) = config.resolve(name_or_url)?;
-    let opts = TransferOptions {
+fn transfer_options(g: &Global) -> TransferOptions {
+    TransferOptions {
         concurrency: g.concurrency as usize,
         retries: g.retries,
         ..TransferOptions::default()
-    };
-    Ok(Remote::open(&name, &cfg, &opts)?)
+    }
+}
+
+fn open_remote(g: &Global, config: &Config, name_or_url: &str) -> Result<Remote> {
+    let (name, cfg) = config.resolve(name_or_url)?;
+    Ok(Remote::open(&name, &cfg, &transfer_options(g))?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -174,51 +165,39 @@ fn push_keys(
     out.push(&summary)
 }
 
-/// Pulls `key` from the first of `remotes` that has it; Ok(false) if none does.
-fn pull_fallback(
+/// The remotes a `get` falls back on: `remotes` (names or URLs, in order), else the configured
+/// default remote; each opened with its trust policy, or with the reason it could not be.
+fn fallbacks(
     g: &Global,
-    store: &Store,
     remotes: &[String],
-    key: &Key,
-    out: &output::Out,
-    progress: &dyn Progress,
-) -> Result<bool> {
-    let config = Config::load(&config_path(g)?)?;
+) -> Result<Vec<(String, cairn_remote::Result<cairn_remote::Fallback>)>> {
+    let path = config_path(g)?;
+    let config = Config::load(&path)?;
     let names: Vec<String> = if remotes.is_empty() {
         config.default_remote.iter().cloned().collect()
     } else {
         remotes.to_vec()
     };
-    let rt = runtime()?;
-    for name in names {
-        let attempt = (|| -> Result<bool> {
-            let remote = open_remote(g, &config, &name)?;
-            let trust = config.trust_for(&name, &config_path(g)?)?;
-            match rt.block_on(cairn_remote::pull(
-                store,
-                &remote,
-                std::slice::from_ref(key),
-                &trust,
-                progress,
-            )) {
-                Ok(summary) => {
-                    out.pull_quiet(&summary);
-                    Ok(true)
-                }
-                Err(RemoteError::NoSuchKey { .. }) => Ok(false),
-                Err(e) => Err(e.into()),
-            }
-        })();
-        match attempt {
-            Ok(true) => return Ok(true),
-            Ok(false) => tracing::info!("{key}: not on remote {name}"),
-            Err(e) if g.no_fail_on_cache_error => {
-                tracing::warn!("remote {name} failed, trying the next: {}", one_line(&e))
-            }
-            Err(e) => return Err(e),
-        }
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let opened = (|| {
+                let (label, cfg) = config.resolve(&name)?;
+                let remote = Remote::open(&label, &cfg, &transfer_options(g))?;
+                let trust = config.trust_for(&name, &path)?;
+                Ok(cairn_remote::Fallback { remote, trust })
+            })();
+            (name, opened)
+        })
+        .collect())
+}
+
+/// A failure to read the configuration, as the remote library reports failures.
+fn remote_setup_error(e: anyhow::Error) -> RemoteError {
+    RemoteError::Config {
+        path: String::from("configuration"),
+        reason: one_line(&e),
     }
-    Ok(false)
 }
 
 /// The secret key to sign with: `explicit`, else the config's `signing-key`, else none.
@@ -270,11 +249,12 @@ fn run(cli: Cli) -> Result<u8> {
                 ..IngestOptions::default()
             };
             let store = open_store(g)?;
-            let (added, rec) = if ingest.from_archive {
-                store.put_archive(&key, &path, &opts, labels)?
+            let input = if ingest.from_archive {
+                Input::Archive(&path)
             } else {
-                store.put(&key, &path, &opts, labels, progress)?
+                Input::Path(&path)
             };
+            let (added, rec) = store.put(&key, input, &opts, labels, progress)?;
             let rec = match signing_key(g, sign.as_deref())? {
                 Some(sk) => store.add_signature(&rec, sk.sign(&rec))?,
                 None => rec,
@@ -290,11 +270,12 @@ fn run(cli: Cli) -> Result<u8> {
                 ..IngestOptions::default()
             };
             let store = open_store(g)?;
-            let added = if ingest.from_archive {
-                store.add_archive(&path, &opts)?
+            let input = if ingest.from_archive {
+                Input::Archive(&path)
             } else {
-                store.add(&path, &opts, progress)?
+                Input::Path(&path)
             };
+            let added = store.add(input, &opts, progress)?;
             out.put(&added, None)?;
         }
         Command::Hash { path, preserve } => {
@@ -313,31 +294,24 @@ fn run(cli: Cli) -> Result<u8> {
             offline,
         } => {
             let store = open_store(g)?;
-            // Resolve under the gc lock, so no gc can delete what the key names in between.
-            let held = store.lock_shared()?;
-            let (root, held) = match store.resolve(&target) {
-                Err(cairn_store::Error::UnknownKey(_)) if !offline => {
-                    // A pull takes the lock itself: holding it here could deadlock behind a
-                    // waiting gc.
-                    drop(held);
-                    let key = Key::new(&target)?;
-                    // Refuse a DEST that would be refused anyway before downloading anything
-                    // (a tree root is the common case; a file root is checked when written).
-                    if !force && dest.is_dir() {
-                        cairn_store::check_dest_dir(&dest, force)?;
-                    }
-                    if !pull_fallback(g, &store, &remote, &key, &out, progress)? {
-                        bail!(
-                            "unknown key {key} (not in the local store, nor on any remote tried)"
-                        );
-                    }
-                    let held = store.lock_shared()?;
-                    (store.resolve(&target)?, held)
-                }
-                other => (other?, held),
+            let open_remotes: cairn_remote::OpenRemotes<'_> = if offline {
+                Box::new(|| Ok(Vec::new()))
+            } else {
+                Box::new(|| fallbacks(g, &remote).map_err(remote_setup_error))
             };
-            let stats = store.materialize_locked(&root, &dest, force, progress, &held)?;
-            out.get(&root, &dest, &stats)?;
+            let (resolved, stats) = runtime()?.block_on(cairn_remote::get(
+                &store,
+                &target,
+                &dest,
+                force,
+                open_remotes,
+                g.no_fail_on_cache_error,
+                progress,
+            ))?;
+            if let Some((_, summary)) = &resolved.pulled {
+                out.pull_quiet(summary);
+            }
+            out.get(&resolved.root, &dest, &stats)?;
         }
         Command::Export { target, output } => {
             let format = ArchiveFormat::from_path(&output).with_context(|| {
@@ -347,9 +321,9 @@ fn run(cli: Cli) -> Result<u8> {
                 )
             })?;
             let store = open_store(g)?;
-            let held = store.lock_shared()?;
-            let root = store.resolve(&target)?;
-            let entries = store.export_locked(&root, &output, format, &held)?;
+            let session = store.read()?;
+            let root = session.resolve(&target)?;
+            let entries = session.export(&root, &output, format)?;
             out.export(&root, &output, entries)?;
         }
         Command::Ls { prefix } => {
@@ -358,15 +332,15 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Show { target, recursive } => {
             let store = open_store(g)?;
-            // Under the gc lock, so no gc deletes the trees being listed.
-            let _held = store.lock_shared()?;
+            // In a read session, so no gc deletes the trees being listed.
+            let session = store.read()?;
             if cairn_store::Id::looks_like_id(&target) {
-                let root = store.resolve(&target)?;
-                out.tree_listing(&store, &root, recursive)?;
+                let root = session.resolve(&target)?;
+                out.tree_listing(&session, &root, recursive)?;
             } else {
-                let rec = store.record(&Key::new(&target)?)?;
+                let rec = session.record(&Key::new(&target)?)?;
                 if recursive {
-                    out.tree_listing(&store, &rec.root, true)?;
+                    out.tree_listing(&session, &rec.root, true)?;
                 } else {
                     out.record(&rec)?;
                 }
@@ -378,25 +352,31 @@ fn run(cli: Cli) -> Result<u8> {
             attachment,
         } => {
             let store = open_store(g)?;
-            let held = store.lock_shared()?;
+            let session = store.read()?;
             let root = match attachment {
                 Some(name) => {
-                    let rec = store.record(&Key::new(&target)?)?;
+                    let rec = session.record(&Key::new(&target)?)?;
                     let a = rec
                         .attachments
-                        .get(&name)
+                        .get(&cairn_store::AttachmentName::new(&name)?)
                         .with_context(|| format!("key {target} has no attachment {name:?}"))?;
                     Root::File {
                         id: a.id,
                         executable: false,
                     }
                 }
-                None => store.resolve(&target)?,
+                None => session.resolve(&target)?,
             };
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            store.cat_locked(&root, path.as_deref(), &mut lock, &held)?;
-            lock.flush().context("stdout")?;
+            match session.cat(&root, path.as_deref(), &mut lock) {
+                Err(cairn_store::Error::Blob(cairn_store::blobs::BlobError::Sink {
+                    source,
+                    ..
+                })) => return Err(output::stdout_error(source)),
+                r => r?,
+            };
+            lock.flush().map_err(output::stdout_error)?;
         }
         Command::Log { key } => {
             let store = open_store(g)?;
@@ -404,8 +384,9 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Rm { key } => {
             let store = open_store(g)?;
-            let rec = store.remove_key(&Key::new(&key)?)?;
-            out.removed(&rec)?;
+            let key = Key::new(&key)?;
+            let rec = store.remove_key(&key)?;
+            out.removed(&key, rec.as_ref())?;
         }
         Command::Verify {
             targets,
@@ -421,7 +402,7 @@ fn run(cli: Cli) -> Result<u8> {
                     .map(|k| Key::new(k))
                     .collect::<Result<_, _>>()?;
                 let report = runtime()?.block_on(cairn_remote::audit(&remote, &keys, &trust))?;
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                output::print_json(&report)?;
                 let mut code = 0;
                 for k in &report.keys {
                     if !k.corrupt.is_empty() {
@@ -437,13 +418,13 @@ fn run(cli: Cli) -> Result<u8> {
                 return Ok(code);
             }
             let store = open_store(g)?;
-            let held = store.lock_shared()?;
+            let session = store.read()?;
             let roots: Vec<Root> = targets
                 .iter()
-                .map(|t| store.resolve(t))
+                .map(|t| session.resolve(t))
                 .collect::<Result<_, _>>()?;
-            let report = store.verify_locked(&roots, progress, &held)?;
-            drop(held);
+            let report = session.verify(&roots, progress)?;
+            drop(session);
             let untrusted = if signatures {
                 let config = Config::load(&config_path(g)?)?;
                 let trust = config.trust_for("", &config_path(g)?)?;
@@ -485,6 +466,7 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             let store = open_store(g)?;
             let key = Key::new(&key)?;
+            let name = cairn_store::AttachmentName::new(&name)?;
             let (rec, dropped) = store.attach(&key, &name, &file)?;
             let rec = match signing_key(g, sign.as_deref())? {
                 Some(sk) => store.add_signature(&rec, sk.sign(&rec))?,
@@ -514,9 +496,9 @@ fn run(cli: Cli) -> Result<u8> {
                         .context("no config folder for keys: give --dir")?,
                 };
                 let out_line = keys::generate(&name, &dir)?;
-                println!("{out_line}");
+                output::outln!("{out_line}");
             }
-            KeyCommand::Show { file } => println!("{}", keys::public_line(&file)?),
+            KeyCommand::Show { file } => output::outln!("{}", keys::public_line(&file)?),
         },
         Command::Gc { dry_run } => {
             let store = open_store(g)?;
@@ -591,12 +573,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut script);
-            match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                    return Ok(EXIT_BROKEN_PIPE as u8);
-                }
-                r => r.context("writing the completion script")?,
-            }
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script)
+                .map_err(output::stdout_error)?;
         }
     }
     Ok(0)

@@ -8,10 +8,10 @@ use cairn_store::{Key, Progress, Store};
 use serde_json::json;
 
 use crate::args::{OciCommand, RootfsSelect};
-use crate::output::Out;
+use crate::output::{Out, outln};
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -48,7 +48,7 @@ pub fn run(cmd: OciCommand, store: &Store, out: &Out, progress: &dyn Progress) -
                 done.manifests,
                 rec.size
             );
-            println!("{}", rec.root.id());
+            outln!("{}", rec.root.id());
         }
         OciCommand::Export {
             target,
@@ -102,7 +102,7 @@ pub fn run(cmd: OciCommand, store: &Store, out: &Out, progress: &dyn Progress) -
                 done.stats.symlinks,
                 done.stats.bytes
             );
-            println!("{}", done.root.id());
+            outln!("{}", done.root.id());
         }
         OciCommand::Ls { target, select } => {
             let opts = extract_options(select);
@@ -116,7 +116,7 @@ pub fn run(cmd: OciCommand, store: &Store, out: &Out, progress: &dyn Progress) -
                 }));
             }
             for e in &entries {
-                print_entry(e);
+                print_entry(e)?;
             }
         }
         OciCommand::Inspect { target } => {
@@ -124,7 +124,7 @@ pub fn run(cmd: OciCommand, store: &Store, out: &Out, progress: &dyn Progress) -
             if out.json {
                 return print_json(&ins);
             }
-            print_text(&target, &ins);
+            print_text(&target, &ins)?;
         }
     }
     Ok(())
@@ -140,7 +140,7 @@ fn extract_options(select: RootfsSelect) -> ExtractOptions {
 }
 
 /// One `oci ls` line: type, mode, uid:gid, size, content id, path, and a link's target.
-fn print_entry(e: &ListEntry) {
+fn print_entry(e: &ListEntry) -> Result<()> {
     let size = e.size.map_or("-".to_string(), |s| s.to_string());
     let digest = e.digest.as_deref().unwrap_or("-");
     let mut line = format!(
@@ -154,24 +154,26 @@ fn print_entry(e: &ListEntry) {
     if let Some((major, minor)) = e.device {
         line.push_str(&format!(" [{major},{minor}]"));
     }
-    println!("{line}");
+    outln!("{line}");
+    Ok(())
 }
 
-fn print_text(target: &str, ins: &Inspection) {
-    println!(
+fn print_text(target: &str, ins: &Inspection) -> Result<()> {
+    outln!(
         "{target}  {}  index.json {}",
         ins.root.id(),
         ins.media_type.as_deref().unwrap_or("(no mediaType)")
     );
     for (k, v) in &ins.annotations {
-        println!("  @{k}={v}");
+        outln!("  @{k}={v}");
     }
     for n in &ins.manifests {
-        print_node(n, 1);
+        print_node(n, 1)?;
     }
+    Ok(())
 }
 
-fn print_node(n: &Node, depth: usize) {
+fn print_node(n: &Node, depth: usize) -> Result<()> {
     let pad = "  ".repeat(depth);
     let role = serde_json::to_value(n.role)
         .ok()
@@ -184,11 +186,12 @@ fn print_node(n: &Node, depth: usize) {
     if let Some(a) = &n.artifact_type {
         line.push_str(&format!(" artifactType={a}"));
     }
-    println!("{line}");
+    outln!("{line}");
     for (k, v) in &n.annotations {
-        println!("{pad}  @{k}={v}");
+        outln!("{pad}  @{k}={v}");
     }
     for c in &n.children {
-        print_node(c, depth + 1);
+        print_node(c, depth + 1)?;
     }
+    Ok(())
 }

@@ -1,12 +1,12 @@
 //! Printing results: plain text for people, `--json` for machines (shapes in docs/cli.md).
 
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::Result;
+use cairn_store::walk::{self, Step};
 use cairn_store::{
-    Added, EntryKind, GcReport, KeyRecord, LogEntry, MaterializeStats, Root, Store, Totals,
-    VerifyReport,
+    Added, EntryKind, GcReport, Key, KeyRecord, LogEntry, MaterializeStats, ReadSession, Root,
+    Totals, VerifyReport,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -16,8 +16,33 @@ pub struct Out {
     pub json: bool,
 }
 
-fn print_json(v: &impl Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+/// `println!` that returns a failed write to stdout as an error instead of panicking: a reader
+/// that went away (`cairn ls | head`) is an `io::Error` of kind `BrokenPipe`, which `main`
+/// turns into a quiet exit.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::output::stdout_error)?
+    }};
+}
+pub(crate) use outln;
+
+/// stdout's reader went away: not a failure of cairn's, so `main` exits quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed")]
+pub struct StdoutClosed;
+
+/// A failed write to stdout as an error: [`StdoutClosed`] for a closed pipe.
+pub(crate) fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(e).context("writing to stdout")
+    }
+}
+
+pub(crate) fn print_json(v: &impl Serialize) -> Result<()> {
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -55,7 +80,7 @@ impl Out {
             added.new_blobs,
             added.new_bytes
         );
-        println!("{}", added.root.id());
+        outln!("{}", added.root.id());
         Ok(())
     }
 
@@ -63,7 +88,7 @@ impl Out {
         if self.json {
             return print_json(&json!({"root": root, "size": totals.size, "files": totals.files}));
         }
-        println!("{}", root.id());
+        outln!("{}", root.id());
         Ok(())
     }
 
@@ -103,7 +128,7 @@ impl Out {
             return print_json(&recs);
         }
         for r in recs {
-            println!("{}\t{}\t{}\t{}", r.key, r.root.id(), r.size, r.files);
+            outln!("{}\t{}\t{}\t{}", r.key, r.root.id(), r.size, r.files);
         }
         Ok(())
     }
@@ -112,30 +137,30 @@ impl Out {
         if self.json {
             return print_json(r);
         }
-        println!("key:     {}", r.key);
+        outln!("key:     {}", r.key);
         match r.root {
-            Root::Tree { id } => println!("root:    {id} (tree)"),
-            Root::File { id, executable } => println!(
+            Root::Tree { id } => outln!("root:    {id} (tree)"),
+            Root::File { id, executable } => outln!(
                 "root:    {id} ({} file)",
                 if executable { "executable" } else { "regular" }
             ),
         }
-        println!("created: {}", r.created);
-        println!("size:    {}", r.size);
-        println!("files:   {}", r.files);
+        outln!("created: {}", r.created);
+        outln!("size:    {}", r.size);
+        outln!("files:   {}", r.files);
         for (k, v) in &r.labels {
-            println!("label:   {k}={v}");
+            outln!("label:   {k}={v}");
         }
         for (name, a) in &r.attachments {
-            println!("attach:  {name} {} ({} bytes)", a.id, a.size);
+            outln!("attach:  {name} {} ({} bytes)", a.id, a.size);
         }
         for s in &r.signatures {
-            println!("signed:  {}", s.key);
+            outln!("signed:  {}", s.key);
         }
         Ok(())
     }
 
-    pub fn tree_listing(&self, store: &Store, root: &Root, recursive: bool) -> Result<()> {
+    pub fn tree_listing(&self, session: &ReadSession, root: &Root, recursive: bool) -> Result<()> {
         let mut rows = Vec::new();
         match root {
             Root::File { id, executable } => rows.push(Listed {
@@ -150,8 +175,8 @@ impl Out {
                 target: None,
             }),
             Root::Tree { id } => {
-                let closure = store.closure(root)?;
-                list(&closure, *id, "", recursive, &mut rows);
+                let closure = session.closure(&[*root])?;
+                list(&closure, *id, recursive, &mut rows)?;
             }
         }
         if self.json {
@@ -159,7 +184,7 @@ impl Out {
         }
         for r in rows {
             let tail = r.target.map(|t| format!(" -> {t}")).unwrap_or_default();
-            println!(
+            outln!(
                 "{:<8} {} {:>5}:{:<5} {:>12} {} {}{}",
                 r.kind,
                 r.mode,
@@ -187,16 +212,23 @@ impl Out {
                 .previous
                 .map(|r| format!(" (was {})", r.id()))
                 .unwrap_or_default();
-            println!("{}\t{:?}\t{root}{prev}", e.time, e.action);
+            outln!("{}\t{:?}\t{root}{prev}", e.time, e.action);
         }
         Ok(())
     }
 
-    pub fn removed(&self, r: &KeyRecord) -> Result<()> {
+    /// A key unbound: its old record, or `None` for one that could not be read.
+    pub fn removed(&self, key: &Key, r: Option<&KeyRecord>) -> Result<()> {
         if self.json {
-            return print_json(r);
+            return match r {
+                Some(r) => print_json(r),
+                None => print_json(&json!({"key": key, "record_unreadable": true})),
+            };
         }
-        tracing::info!("unbound {} (was {})", r.key, r.root.id());
+        match r {
+            Some(r) => tracing::info!("unbound {key} (was {})", r.root.id()),
+            None => tracing::info!("unbound {key} (its record was unreadable)"),
+        }
         Ok(())
     }
 
@@ -213,10 +245,15 @@ impl Out {
             }));
         }
         for p in &r.problems {
-            println!("{:?} {} {}: {}", p.fault, p.object, p.id, p.detail);
+            let what = match (&p.id, &p.key) {
+                (Some(id), _) => id.to_string(),
+                (None, Some(key)) => format!("of key {key}"),
+                (None, None) => String::new(),
+            };
+            outln!("{:?} {} {what}: {}", p.fault, p.object, p.detail);
         }
         for u in untrusted.unwrap_or_default() {
-            println!("Untrusted {u}");
+            outln!("Untrusted {u}");
         }
         eprintln!(
             "verified {} blobs ({} bytes), {} trees, {} keys: {}",
@@ -237,7 +274,7 @@ impl Out {
         if self.json {
             return print_json(r);
         }
-        println!(
+        outln!(
             "{} {} trees, {} blobs, {} orphan files, {} temp files; {} bytes {}; {} objects kept",
             if r.dry_run { "would delete" } else { "deleted" },
             r.trees,
@@ -279,7 +316,7 @@ impl Out {
             return print_json(s);
         }
         for r in &s.keys {
-            println!("{}\t{}", r.key, r.root.id());
+            outln!("{}\t{}", r.key, r.root.id());
         }
         self.pull_quiet(s);
         Ok(())
@@ -308,7 +345,7 @@ impl Out {
             return print_json(&rec.attachments);
         }
         for (name, a) in &rec.attachments {
-            println!("{name}\t{}\t{}", a.id, a.size);
+            outln!("{name}\t{}\t{}", a.id, a.size);
         }
         Ok(())
     }
@@ -328,58 +365,61 @@ impl Out {
             if r.write_only {
                 flags.push("write-only");
             }
-            println!("{name}\t{}\t{}", r.url, flags.join(","));
+            outln!("{name}\t{}\t{}", r.url, flags.join(","));
         }
         Ok(())
     }
 }
 
-/// Lists tree `id` depth first, in name order, with an explicit stack (a tree pulled from
-/// elsewhere may be nested arbitrarily deep).
+/// Lists tree `id` depth first, in name order (the whole tree with `recursive`, else its top
+/// level).
 fn list(
     closure: &cairn_store::Closure,
     id: cairn_store::Id,
-    prefix: &str,
     recursive: bool,
     rows: &mut Vec<Listed>,
-) {
-    // (tree, path prefix of its entries, index of its next entry)
-    let mut stack = vec![(id, prefix.to_string(), 0usize)];
-    while let Some((tid, pre, i)) = stack.pop() {
-        let Some(e) = closure.trees.get(&tid).and_then(|t| t.entries.get(i)) else {
-            continue;
-        };
-        stack.push((tid, pre.clone(), i + 1));
-        let path = format!(
-            "{pre}{}",
-            String::from_utf8_lossy(std::ffi::OsStr::from_bytes(&e.name).as_bytes())
-        );
-        let (size, oid, target) = match &e.kind {
-            EntryKind::File { size, blob } => (Some(*size), Some(blob.to_string()), None),
-            EntryKind::Dir { tree } => (None, Some(tree.to_string()), None),
-            EntryKind::Symlink { target } | EntryKind::Hardlink { target } => (
-                None,
-                None,
-                Some(String::from_utf8_lossy(target).into_owned()),
-            ),
-            EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
-                (None, None, Some(format!("{major}:{minor}")))
-            }
-            EntryKind::Fifo => (None, None, None),
-        };
-        rows.push(Listed {
-            path: path.clone(),
-            kind: e.kind.type_name(),
-            mode: format!("{:04o}", e.meta.mode),
-            uid: e.meta.uid,
-            gid: e.meta.gid,
-            mtime: e.meta.mtime,
-            size,
-            id: oid,
-            target,
-        });
-        if recursive && let EntryKind::Dir { tree } = &e.kind {
-            stack.push((*tree, format!("{path}/"), 0));
-        }
-    }
+) -> Result<()> {
+    walk::paths(
+        &id,
+        (),
+        |t| closure.tree(t),
+        |_, path, e| {
+            let path = path
+                .iter()
+                .map(|seg| String::from_utf8_lossy(seg))
+                .collect::<Vec<_>>()
+                .join("/");
+            let (size, oid, target) = match &e.kind {
+                EntryKind::File { size, blob } => (Some(*size), Some(blob.to_string()), None),
+                EntryKind::Dir { tree } => (None, Some(tree.to_string()), None),
+                EntryKind::Symlink { target } | EntryKind::Hardlink { target } => (
+                    None,
+                    None,
+                    Some(String::from_utf8_lossy(target).into_owned()),
+                ),
+                EntryKind::CharDevice { major, minor }
+                | EntryKind::BlockDevice { major, minor } => {
+                    (None, None, Some(format!("{major}:{minor}")))
+                }
+                EntryKind::Fifo => (None, None, None),
+            };
+            rows.push(Listed {
+                path,
+                kind: e.kind.type_name(),
+                mode: format!("{:04o}", e.meta.mode),
+                uid: e.meta.uid,
+                gid: e.meta.gid,
+                mtime: e.meta.mtime,
+                size,
+                id: oid,
+                target,
+            });
+            Ok(if recursive {
+                Step::Descend(())
+            } else {
+                Step::Next
+            })
+        },
+    )?;
+    Ok(())
 }

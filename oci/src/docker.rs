@@ -22,7 +22,7 @@ use std::io::Cursor;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use cairn_store::Store;
+use cairn_store::ImportSession;
 
 use crate::digest::{OciDigest, sha256_of};
 use crate::error::{OciError, Result};
@@ -50,11 +50,11 @@ fn obj(mut pairs: Vec<(&str, Value)>) -> Value {
     Value::Object(m)
 }
 
-fn stage(store: &Store, bytes: Vec<u8>, what: &str) -> Result<Staged> {
-    let blob = store.stage_content(Cursor::new(&bytes), bytes.len() as u64, what)?;
+fn stage(store: &ImportSession, bytes: Vec<u8>, what: &str) -> Result<Staged> {
+    let blob = store.stage_stream(Cursor::new(&bytes), bytes.len() as u64, None, what)?;
     Ok(Staged {
         size: bytes.len() as u64,
-        id: blob.0.blob.id,
+        id: blob.id(),
         head: Vec::new(),
         json: Some(bytes),
         blob: Some(blob),
@@ -94,7 +94,7 @@ fn take(
 }
 
 /// Converts a collected docker archive into a layout.
-pub(crate) fn convert(store: &Store, mut c: Collected) -> Result<Layout> {
+pub(crate) fn convert(store: &ImportSession, mut c: Collected) -> Result<Layout> {
     let manifest_json = c
         .members
         .get("manifest.json")

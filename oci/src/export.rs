@@ -3,13 +3,14 @@
 
 use std::path::Path;
 
-use cairn_store::{ArchiveFormat, EntryKind, MaterializeStats, Progress, Root, Store};
+use cairn_store::{ArchiveFormat, EntryKind, MaterializeStats, Progress, ReadSession, Root, Store};
 
 use crate::error::{OciError, Result};
 
 /// Resolves `target` (a key or id) and checks that it is an OCI image layout tree: `index.json`
 /// and `oci-layout` files and a `blobs` folder at the top.
-pub fn check_layout(store: &Store, target: &str) -> Result<Root> {
+pub fn check_layout(session: &ReadSession, target: &str) -> Result<Root> {
+    let store = session;
     let root = store.resolve(target)?;
     let not = |reason: &str| OciError::NotALayout {
         target: target.to_string(),
@@ -40,15 +41,17 @@ pub fn export_layout(
     dir: &Path,
     progress: &dyn Progress,
 ) -> Result<MaterializeStats> {
-    let root = check_layout(store, target)?;
-    Ok(store.materialize(&root, dir, false, progress)?)
+    let session = store.read()?;
+    let root = check_layout(&session, target)?;
+    Ok(session.materialize(&root, dir, false, progress)?)
 }
 
 /// Writes the image `target` as an OCI archive: the layout as a deterministic tar (entries
 /// sorted, mtime 0, owner 0, fixed modes), compressed if `file` ends in `.tar.gz`/`.tgz` or
 /// `.tar.zst`/`.tzst`, plain otherwise. Returns the number of entries.
 pub fn export_archive(store: &Store, target: &str, file: &Path) -> Result<u64> {
-    let root = check_layout(store, target)?;
+    let session = store.read()?;
+    let root = check_layout(&session, target)?;
     let format = ArchiveFormat::from_path(file).unwrap_or(ArchiveFormat::Tar);
-    Ok(store.export(&root, file, format)?)
+    Ok(session.export(&root, file, format)?)
 }

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use cairn_store::ingest::{Content, Node};
-use cairn_store::{EntryKind, MaterializeStats, Progress, Root, Store};
+use cairn_store::{EntryKind, ImportSession, MaterializeStats, Progress, Root, Store};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -102,7 +102,7 @@ pub struct ListEntry {
 fn merged(
     image: &StoredImage,
     opts: &ExtractOptions,
-    held: &cairn_store::GcLock,
+    session: &ImportSession,
     progress: &dyn Progress,
 ) -> Result<(Chosen, Node, usize)> {
     let want = opts.platform.clone().unwrap_or_else(Platform::host);
@@ -121,14 +121,14 @@ fn merged(
         &chosen.layers,
         opts.max_layer_bytes,
         opts.jobs,
-        held,
+        session,
         progress,
     )?;
     let mut root = merge::empty_root();
     let mut merger = Merger::new();
     for (n, (lt, lref)) in layers.iter().zip(&chosen.layers).enumerate() {
         let from = crate::layer::origin(image, n, layers.len(), lref);
-        let trees = image.store.closure(&Root::Tree { id: lt.tree })?;
+        let trees = image.session.closure(&[Root::Tree { id: lt.tree }])?;
         merger.apply(&mut root, lt, &trees.trees, &from)?;
     }
     if !paths.is_empty() {
@@ -155,12 +155,13 @@ pub fn extract(
     opts: &ExtractOptions,
     progress: &dyn Progress,
 ) -> Result<Extracted> {
-    // Lock before resolving, so no gc can delete what the key names in between.
-    let held = store.lock_shared()?;
-    let image = StoredImage::open(store, target)?;
-    let (chosen, node, layers_unpacked) = merged(&image, opts, &held, progress)?;
-    let root = store.commit_node(&node, &image.src(), &held)?;
-    let stats = store.materialize_locked(&root, dest, force, progress, &held)?;
+    // One session from before the key is resolved until DEST is written: no gc can delete what
+    // the key names, nor the layer trees this decomposes, in between.
+    let session = store.import()?;
+    let image = StoredImage::open(session.reader(), target)?;
+    let (chosen, node, layers_unpacked) = merged(&image, opts, &session, progress)?;
+    let root = session.commit_node(&node, &image.src())?;
+    let stats = session.reader().materialize(&root, dest, force, progress)?;
     Ok(Extracted {
         source: source(&chosen),
         layers_unpacked,
@@ -177,9 +178,9 @@ pub fn list(
     opts: &ExtractOptions,
     progress: &dyn Progress,
 ) -> Result<(Source, Vec<ListEntry>)> {
-    let held = store.lock_shared()?;
-    let image = StoredImage::open(store, target)?;
-    let (chosen, node, _) = merged(&image, opts, &held, progress)?;
+    let session = store.import()?;
+    let image = StoredImage::open(session.reader(), target)?;
+    let (chosen, node, _) = merged(&image, opts, &session, progress)?;
     let mut out = Vec::new();
     let mut firsts = std::collections::HashMap::new();
     if let Node::Dir { children, .. } = &node {

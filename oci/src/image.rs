@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use cairn_store::{EntryKind, Id, Root, Store};
+use cairn_store::{EntryKind, Id, ReadSession, Root};
 
 use crate::digest::{Alg, OciDigest, Tap};
 use crate::error::{OciError, Result};
@@ -12,7 +12,8 @@ use crate::walk::{self, Blobs, Visit};
 
 /// An image in the store, opened by key or id.
 pub(crate) struct StoredImage<'a> {
-    pub store: &'a Store,
+    /// The session the image was resolved in (it keeps the image's objects from gc).
+    pub session: &'a ReadSession,
     /// The layout tree.
     pub root: Root,
     /// The key or id given, for errors.
@@ -23,8 +24,9 @@ pub(crate) struct StoredImage<'a> {
 
 impl<'a> StoredImage<'a> {
     /// Opens `target` (a key or id), which must name an OCI layout tree.
-    pub fn open(store: &'a Store, target: &str) -> Result<StoredImage<'a>> {
-        let root = crate::check_layout(store, target)?;
+    pub fn open(session: &'a ReadSession, target: &str) -> Result<StoredImage<'a>> {
+        let store = session;
+        let root = crate::export::check_layout(session, target)?;
         let Root::Tree { id } = root else {
             unreachable!("check_layout accepts only trees")
         };
@@ -53,7 +55,7 @@ impl<'a> StoredImage<'a> {
             }
         }
         Ok(StoredImage {
-            store,
+            session,
             root,
             target: target.to_string(),
             files,
@@ -73,7 +75,7 @@ impl<'a> StoredImage<'a> {
     /// Parses `index.json` and walks everything it reaches.
     pub fn walk(&self) -> Result<(oci_spec::image::ImageIndex, Vec<Visit>)> {
         let mut index_bytes = Vec::new();
-        self.store
+        self.session
             .cat(&self.root, Some("index.json"), &mut index_bytes)?;
         let src = self.src();
         let index = walk::parse_index(&index_bytes, &src)?;
@@ -95,7 +97,8 @@ impl Blobs for StoredImage<'_> {
             return Ok(None);
         }
         let mut out = Vec::new();
-        self.store.cat(&self.root, Some(&digest.path()), &mut out)?;
+        self.session
+            .cat(&self.root, Some(&digest.path()), &mut out)?;
         let mut tap = Tap::new(&out[..], digest.alg == Alg::Sha512);
         std::io::copy(&mut tap, &mut std::io::sink()).expect("reading memory");
         if tap.digest(digest.alg) != *digest {

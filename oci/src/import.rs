@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use cairn_store::{
-    Entry, EntryKind, Id, Import, ImportBlob, Key, KeyRecord, Meta, Root, Store, Tree,
+    Entry, EntryKind, Id, Import, Key, KeyRecord, Meta, Root, StagedBlob, Store, Tree,
 };
 
 use crate::digest::{Alg, OciDigest};
@@ -43,7 +43,7 @@ pub(crate) struct Staged {
     pub id: Id,
     pub head: Vec<u8>,
     pub json: Option<Vec<u8>>,
-    pub blob: Option<ImportBlob>,
+    pub blob: Option<StagedBlob>,
 }
 
 /// An image layout whose files are staged: what the tree is built from.
@@ -159,8 +159,8 @@ fn dir(name: &str, trees: &mut Vec<(Id, Vec<u8>)>, entries: Vec<Entry>) -> Entry
 /// binds `name`, or the index's single `org.opencontainers.image.ref.name`, to its layout tree.
 /// Nothing is bound unless every blob matches its digest and every descriptor's size.
 pub fn import(store: &Store, src: &Path, name: Option<&Key>) -> Result<Imported> {
-    let lock = store.lock_shared()?;
-    let c = source::collect(store, src)?;
+    let session = store.import()?;
+    let c = source::collect(&session, src)?;
     let (kind, mut layout) = if c.members.contains_key("index.json") {
         let kind = if c.is_dir {
             SourceKind::Layout
@@ -169,7 +169,10 @@ pub fn import(store: &Store, src: &Path, name: Option<&Key>) -> Result<Imported>
         };
         (kind, from_oci(c)?)
     } else if !c.is_dir && c.members.contains_key("manifest.json") {
-        (SourceKind::DockerArchive, crate::docker::convert(store, c)?)
+        (
+            SourceKind::DockerArchive,
+            crate::docker::convert(&session, c)?,
+        )
     } else {
         return Err(OciError::Source {
             src: src.to_path_buf(),
@@ -300,16 +303,17 @@ pub fn import(store: &Store, src: &Path, name: Option<&Key>) -> Result<Imported>
     .expect("layout names are valid entry names");
     trees.push((root_id, root_bytes));
 
-    let mut digests = Vec::new();
-    let mut staged = Vec::new();
+    let mut import = Import::default();
     let files = kept.len() as u64 + 2;
     for (d, s) in kept.iter_mut() {
         size += s.size;
-        digests.push((d.to_string(), s.id));
-        staged.extend(s.blob.take());
+        // Recorded as an alias of its blob (dropped with it), so the image's blobs can be
+        // found by OCI digest without opening a layout.
+        import.alias(d.to_string(), s.id);
+        import.blobs.extend(s.blob.take());
     }
-    staged.extend(layout.oci_layout.blob.take());
-    staged.extend(layout.index_json.blob.take());
+    import.blobs.extend(layout.oci_layout.blob.take());
+    import.blobs.extend(layout.index_json.blob.take());
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_OCI.to_string(), "1".to_string());
     labels.insert(LABEL_SOURCE.to_string(), kind.name().to_string());
@@ -325,17 +329,9 @@ pub fn import(store: &Store, src: &Path, name: Option<&Key>) -> Result<Imported>
         attachments: BTreeMap::new(),
         signatures: Vec::new(),
     };
-    let record = store
-        .import_oci(
-            Import {
-                blobs: staged,
-                trees,
-                bind: Some(record),
-            },
-            &digests,
-            &lock,
-        )?
-        .expect("a record was given");
+    import.trees = trees;
+    import.bind = Some(record);
+    let record = session.commit(import)?.expect("a record was given");
     Ok(Imported {
         record,
         source: kind,

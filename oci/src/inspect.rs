@@ -51,7 +51,8 @@ pub struct Node {
 
 /// Describes the image `target` (a key or id).
 pub fn inspect(store: &Store, target: &str) -> Result<Inspection> {
-    let blobs = StoredImage::open(store, target)?;
+    let session = store.read()?;
+    let blobs = StoredImage::open(&session, target)?;
     let root = blobs.root;
     let (index, visits) = blobs.walk()?;
     Ok(Inspection {

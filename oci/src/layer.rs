@@ -1,6 +1,15 @@
-//! Decomposing image layers into the store (see `cairn_store::LayerTree`): each layer's tar
-//! stream is read once, in parallel across layers, verified against the layer blob's id as it
-//! streams, and kept as a tree whose files are ordinary blobs. Later extractions reuse it.
+//! Decomposing image layers into the store: each layer's tar stream is read once, in parallel
+//! across layers, verified against the layer blob's id as it streams, and kept as a tree whose
+//! files are ordinary blobs (a [`LayerTree`], recorded as a tree derived from the layer blob, so
+//! the store keeps it exactly as long as the layer). Later extractions, listings and `--path`
+//! reads reuse it and never decompress the layer again; files shared by layers or images are
+//! stored once.
+//!
+//! A layer tree keeps the layer's own view: whiteout files (`.wh.NAME`, `.wh..wh..opq`) are
+//! ordinary entries, and a hardlink's target is a path that may be in a lower layer; merging
+//! layers (`merge`) interprets both. Folders the tar never named (made only to hold an entry
+//! below them) are listed with the tree, since merging must not let them override a lower
+//! layer's folder.
 
 use std::cell::RefCell;
 use std::io::{self, BufReader, Read};
@@ -10,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, mpsc};
 
 use cairn_store::blobs::VerifiedReader;
-use cairn_store::{GcLock, Id, LayerTree, Progress, Store};
+use cairn_store::{Id, Import, ImportSession, IngestOptions, Progress, TarOptions};
 
 use crate::error::{OciError, Result};
 use crate::image::StoredImage;
@@ -51,10 +60,9 @@ pub(crate) fn decompose_all(
     layers: &[LayerRef],
     max_bytes: u64,
     jobs: usize,
-    held: &GcLock,
+    session: &ImportSession,
     progress: &dyn Progress,
 ) -> Result<(Vec<LayerTree>, usize)> {
-    let store = image.store;
     let mut out: Vec<Option<LayerTree>> = Vec::with_capacity(layers.len());
     let mut todo = Vec::new();
     for (n, l) in layers.iter().enumerate() {
@@ -72,7 +80,7 @@ pub(crate) fn decompose_all(
                 ),
             });
         }
-        let cached = store.layer_tree(&id)?;
+        let cached = LayerTree::cached(session, &id)?;
         if cached.is_none() {
             todo.push((n, id, size));
         }
@@ -93,7 +101,7 @@ pub(crate) fn decompose_all(
                         }
                         let (n, id, size) = todo[i];
                         let from = origin(image, n, layers.len(), &layers[n]);
-                        let r = decompose(store, &id, size, &from, max_bytes, held);
+                        let r = decompose(session, &id, size, &from, max_bytes);
                         if r.is_err() {
                             failed.store(true, Ordering::SeqCst);
                         }
@@ -142,14 +150,19 @@ impl<R: Read> Read for CheckedToEnd<R> {
 }
 
 fn decompose(
-    store: &Store,
+    session: &ImportSession,
     id: &Id,
     size: u64,
     from: &std::path::Path,
     max_bytes: u64,
-    held: &GcLock,
 ) -> Result<LayerTree> {
-    let raw = store.open_blob(id, size)?;
+    let raw = session
+        .reader()
+        .open_blob(id, Some(size), None)
+        .map_err(|e| OciError::Image {
+            src: from.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     // Decompression (and the hashing of the layer blob) runs on a thread of its own, a few
     // chunks ahead of the thread that parses the tar stream and stores its files, so a single
     // large layer keeps two cores busy. The byte stream, and every error in it, reach the
@@ -189,8 +202,73 @@ fn decompose(
         };
         // Dropping `piped` (at the end of this call) stops the reader thread if the parser
         // ended early.
-        Ok(store.decompose_layer(id, piped, from, max_bytes, held)?)
+        let opts = TarOptions {
+            ingest: IngestOptions {
+                preserve: true,
+                epoch: 0,
+            },
+            open_hardlinks: true,
+            max_bytes: Some(max_bytes),
+            level: Some(LAYER_COMPRESSION_LEVEL),
+        };
+        let tar = session.ingest_tar(piped, from, &opts)?;
+        let layer = LayerTree {
+            tree: tar.tree,
+            implicit: tar.implicit,
+        };
+        let mut import = Import::default();
+        import.derive(LAYER_NAMESPACE, *id, layer.tree, layer.encode_payload());
+        session.commit(import)?;
+        Ok(layer)
     })
+}
+
+/// Namespace of layer trees among the trees the store keeps derived from blobs; the version
+/// changes with the way layers are decomposed or the payload's format.
+pub const LAYER_NAMESPACE: &str = "cairn-oci-layer-v1";
+
+/// zstd level of a decomposed layer's files: the cache is written on an image's first
+/// extraction, on its critical path, and read back at once, so speed matters more than size.
+pub const LAYER_COMPRESSION_LEVEL: i32 = 1;
+
+/// A layer's decomposed form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerTree {
+    /// The tree of the layer's entries.
+    pub tree: Id,
+    /// Folders no entry of the layer named, as `/`-joined paths from the layer's root (the empty
+    /// path is the root itself), sorted.
+    pub implicit: Vec<Vec<u8>>,
+}
+
+impl LayerTree {
+    /// The decomposed form of layer blob `layer`, if it was made before (and is still there).
+    fn cached(session: &ImportSession, layer: &Id) -> Result<Option<LayerTree>> {
+        let Some((tree, payload)) = session.reader().derived(LAYER_NAMESPACE, layer)? else {
+            return Ok(None);
+        };
+        // An unreadable payload is a cache miss: the layer is decomposed again and the row
+        // replaced.
+        Ok(LayerTree::decode_payload(&payload).map(|implicit| LayerTree { tree, implicit }))
+    }
+
+    /// The payload kept with the derived tree: each implicit folder's path followed by a NUL.
+    fn encode_payload(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.implicit.iter().map(|p| p.len() + 1).sum());
+        for p in &self.implicit {
+            out.extend_from_slice(p);
+            out.push(0);
+        }
+        out
+    }
+
+    fn decode_payload(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+        match bytes.split_last() {
+            None => Some(Vec::new()),
+            Some((0, rest)) => Some(rest.split(|&b| b == 0).map(<[u8]>::to_vec).collect()),
+            Some(_) => None,
+        }
+    }
 }
 
 /// Chunks of decompressed layer bytes the reader thread may be ahead of the parser by.
@@ -293,5 +371,24 @@ impl Read for Piped {
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_garbage_is_a_miss() {
+        let t = LayerTree {
+            tree: Id::of(b"t"),
+            implicit: vec![Vec::new(), b"a/b".to_vec(), b"c".to_vec()],
+        };
+        assert_eq!(
+            LayerTree::decode_payload(&t.encode_payload()),
+            Some(t.implicit.clone())
+        );
+        assert_eq!(LayerTree::decode_payload(&[]), Some(Vec::new()));
+        assert_eq!(LayerTree::decode_payload(b"a\0b"), None);
     }
 }

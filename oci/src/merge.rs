@@ -12,7 +12,9 @@ use std::path::Path;
 
 use cairn_store::ingest::{Content, Node};
 use cairn_store::tree::check_name;
-use cairn_store::{EntryKind, Id, LayerTree, Meta, Tree};
+use cairn_store::{EntryKind, Id, Meta, Tree};
+
+use crate::layer::LayerTree;
 
 use crate::error::{OciError, Result};
 

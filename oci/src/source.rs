@@ -7,7 +7,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use cairn_store::stream::{self, EofWatch};
-use cairn_store::{Id, ImportBlob, Store};
+use cairn_store::{Id, ImportSession, StagedBlob};
 
 use crate::digest::{Alg, OciDigest, Tap};
 use crate::error::{OciError, Result};
@@ -26,7 +26,7 @@ pub(crate) struct Member {
     /// The content, when it may be a JSON document of at most [`crate::MAX_JSON`] bytes.
     pub json: Option<Vec<u8>>,
     pub id: Id,
-    pub blob: ImportBlob,
+    pub blob: StagedBlob,
 }
 
 /// Every regular file of a source, by normalized path (`a/b`, no `./`).
@@ -91,7 +91,13 @@ pub(crate) fn blob_path(path: &str) -> Result<Option<OciDigest>, String> {
 }
 
 impl Collected {
-    fn add(&mut self, store: &Store, path: String, reader: impl Read, want: u64) -> Result<()> {
+    fn add(
+        &mut self,
+        store: &ImportSession,
+        path: String,
+        reader: impl Read,
+        want: u64,
+    ) -> Result<()> {
         let named = blob_path(&path).map_err(|r| entry_err(&self.src, &path, r))?;
         if self.members.contains_key(&path) {
             return Err(entry_err(&self.src, &path, "duplicate entry"));
@@ -99,7 +105,7 @@ impl Collected {
         let sha512 = matches!(&named, Some(d) if d.alg == Alg::Sha512);
         let mut tap = Tap::new(reader, sha512);
         let origin = format!("{}: {path}", self.src.display());
-        let blob = store.stage_content(&mut tap, want, &origin)?;
+        let blob = store.stage_stream(&mut tap, want, None, &origin)?;
         if tap.size != want {
             return Err(entry_err(
                 &self.src,
@@ -140,7 +146,7 @@ impl Collected {
             sha256,
             size,
             head,
-            id: blob.0.blob.id,
+            id: blob.id(),
             json,
             blob,
         };
@@ -150,7 +156,7 @@ impl Collected {
 }
 
 /// Reads every regular file of `src` (a folder or an archive) into the store's temp folder.
-pub(crate) fn collect(store: &Store, src: &Path) -> Result<Collected> {
+pub(crate) fn collect(store: &ImportSession, src: &Path) -> Result<Collected> {
     let meta = std::fs::metadata(src).map_err(OciError::io(src))?;
     let mut c = Collected {
         src: src.to_path_buf(),
@@ -166,7 +172,7 @@ pub(crate) fn collect(store: &Store, src: &Path) -> Result<Collected> {
     Ok(c)
 }
 
-fn collect_dir(store: &Store, c: &mut Collected, dir: &Path, prefix: &str) -> Result<()> {
+fn collect_dir(store: &ImportSession, c: &mut Collected, dir: &Path, prefix: &str) -> Result<()> {
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .map_err(OciError::io(dir))?
         .map(|e| e.map(|e| e.file_name()))
@@ -194,7 +200,7 @@ fn collect_dir(store: &Store, c: &mut Collected, dir: &Path, prefix: &str) -> Re
     Ok(())
 }
 
-fn collect_tar(store: &Store, c: &mut Collected) -> Result<()> {
+fn collect_tar(store: &ImportSession, c: &mut Collected) -> Result<()> {
     let src = c.src.clone();
     let malformed = |reason: String| OciError::Source {
         src: src.clone(),

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use cairn_store::walk::{self, Load};
 use cairn_store::{EntryKind, Id, Key, Root, Tree};
 use futures::StreamExt;
 use serde::Serialize;
@@ -11,8 +12,9 @@ use serde::Serialize;
 use crate::config::TrustPolicy;
 use crate::connection::{Remote, RequestCounts};
 use crate::error::Result;
+use crate::fetch::{self, Placed};
 use crate::pack::{self, ObjectKind};
-use crate::pull::{Placed, fetch_record, range_jobs};
+use crate::pull::fetch_record;
 
 /// One signature on an audited record.
 #[derive(Clone, Debug, Serialize)]
@@ -152,37 +154,45 @@ async fn audit_key(remote: &Remote, key: &Key, trust: &TrustPolicy) -> Result<Ke
         .values()
         .map(|x| (x.id, x.size))
         .collect();
-    let mut stack = match rr.record.root {
+    if let Root::File { id, .. } = rr.record.root {
+        blobs.insert(id, placed.get(&id).map_or(rr.record.size, |p| p.entry.size));
+    }
+    let roots = match rr.record.root {
         Root::Tree { id } => vec![id],
-        Root::File { id, .. } => {
-            blobs.insert(id, placed.get(&id).map_or(rr.record.size, |p| p.entry.size));
-            vec![]
-        }
+        Root::File { .. } => vec![],
     };
-    let mut seen = HashSet::new();
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        let Some(bytes) = tree_bytes.get(&id) else {
-            if !a.corrupt.iter().any(|c| c.contains(&id.to_string())) {
-                a.missing.push(format!("tree {id}"));
-            }
-            continue;
-        };
-        match Tree::decode(bytes) {
-            Ok(t) => {
-                for e in t.entries {
-                    match e.kind {
-                        EntryKind::Dir { tree } => stack.push(tree),
-                        EntryKind::File { size, blob } => {
-                            blobs.insert(blob, size);
-                        }
-                        _ => {}
-                    }
+    let mut problems = Vec::new();
+    walk::closure(
+        roots,
+        |id| {
+            let Some(bytes) = tree_bytes.get(id) else {
+                problems.push((*id, None));
+                return Ok(Load::Known);
+            };
+            Ok(match Tree::decode(bytes) {
+                Ok(t) => Load::Tree(t),
+                Err(e) => {
+                    problems.push((*id, Some(e.to_string())));
+                    Load::Known
+                }
+            })
+        },
+        |_, tree| {
+            for e in &tree.entries {
+                if let EntryKind::File { size, blob } = e.kind {
+                    blobs.insert(blob, size);
                 }
             }
-            Err(e) => a.corrupt.push(format!("tree {id}: {e}")),
+            Ok::<(), std::convert::Infallible>(())
+        },
+    )
+    .unwrap_or_else(|never| match never {});
+    for (id, corrupt) in problems {
+        match corrupt {
+            Some(e) => a.corrupt.push(format!("tree {id}: {e}")),
+            // A tree whose fetched bytes were corrupt is reported as such already.
+            None if a.corrupt.iter().any(|c| c.contains(&id.to_string())) => {}
+            None => a.missing.push(format!("tree {id}")),
         }
     }
 
@@ -215,37 +225,29 @@ async fn fetch_checked(
     objects: &[Placed],
     a: &mut KeyAudit,
 ) -> Result<Vec<(Placed, Vec<u8>)>> {
-    let jobs = range_jobs(objects);
-    let mut results =
-        futures::stream::iter(jobs.into_iter().map(|(pack, s, e, members)| async move {
-            let path = remote.pack_path(&pack);
-            let got = remote.get_range(&path, s..e).await;
-            (path, s, members, got)
-        }))
-        .buffer_unordered(remote.options().concurrency);
+    let mut ranges = fetch::ranges(remote, objects);
     let mut good = Vec::new();
-    while let Some((path, s, members, got)) = results.next().await {
-        let bytes = match got {
-            Ok(b) => b,
+    while let Some(range) = ranges.next().await {
+        let bytes = match &range.bytes {
+            Ok(b) => b.clone(),
             Err(e) => {
-                for p in &members {
+                for p in &range.job.members {
                     a.missing
-                        .push(format!("object {} in {path}: {e}", p.entry.id));
+                        .push(format!("object {} in {}: {e}", p.entry.id, range.path));
                 }
                 continue;
             }
         };
-        for p in members {
-            let at = (p.entry.offset - s) as usize;
-            match pack::decode_object(&p.entry, &bytes[at..at + p.entry.len as usize]) {
-                Ok(content) => {
+        for p in &range.job.members {
+            match range.job.object(&bytes, p) {
+                Ok((_, content)) => {
                     a.objects_checked += 1;
                     a.bytes_checked += content.len() as u64;
-                    good.push((p, content));
+                    good.push((*p, content));
                 }
                 Err(reason) => a
                     .corrupt
-                    .push(format!("object {} in {path}: {reason}", p.entry.id)),
+                    .push(format!("object {} in {}: {reason}", p.entry.id, range.path)),
             }
         }
     }
@@ -258,57 +260,8 @@ async fn check_standalone(
     id: Id,
     size: u64,
 ) -> Result<std::result::Result<(), String>> {
-    let path = remote.blob_path(&id);
-    let got = match remote.head(&path).await? {
-        None => return Ok(Err("missing".into())),
-        Some(_) => remote.get_stream(&path).await?,
-    };
-    let mut stream = got.into_stream();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(4);
-    let checker = tokio::task::spawn_blocking(move || {
-        struct ChanReader {
-            rx: std::sync::mpsc::Receiver<bytes::Bytes>,
-            cur: bytes::Bytes,
-        }
-        impl std::io::Read for ChanReader {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                while self.cur.is_empty() {
-                    match self.rx.recv() {
-                        Ok(b) => self.cur = b,
-                        Err(_) => return Ok(0),
-                    }
-                }
-                let n = buf.len().min(self.cur.len());
-                buf[..n].copy_from_slice(&self.cur[..n]);
-                self.cur = self.cur.slice(n..);
-                Ok(n)
-            }
-        }
-        let r = ChanReader {
-            rx,
-            cur: bytes::Bytes::new(),
-        };
-        let mut dec = zstd::Decoder::new(r).map_err(|e| e.to_string())?;
-        let mut h = blake3::Hasher::new();
-        let n = std::io::copy(&mut dec, &mut h).map_err(|e| e.to_string())?;
-        if n != size {
-            return Err(format!("{n} bytes where {size} were recorded"));
-        }
-        let got = Id::from_hash(h.finalize());
-        if got != id {
-            return Err(format!("content hashes to {got}"));
-        }
-        Ok(())
-    });
-    let mut down = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(remote.request_err(&path))?;
-        down += chunk.len() as u64;
-        if tx.send(chunk).is_err() {
-            break; // the checker stopped early; its verdict says why
-        }
+    if remote.head(&remote.blob_path(&id)).await?.is_none() {
+        return Ok(Err("missing".into()));
     }
-    drop(tx);
-    remote.add_bytes_down(down);
-    Ok(checker.await.expect("join"))
+    Ok(fetch::standalone(remote, id, size, None).await?.map(drop))
 }

@@ -84,11 +84,23 @@ pub struct RequestCounts {
     pub bytes_down: u64,
 }
 
+/// Where a cloud's credentials were looked for, when the last place is its instance metadata
+/// service: a request that fails because that lookup failed is reported as "no credentials",
+/// naming these places, rather than as the metadata request that failed.
+#[derive(Clone, Debug)]
+pub(crate) struct CredentialSearch {
+    /// The places, in order, for the message.
+    pub(crate) looked: &'static str,
+    /// The metadata endpoint, as it appears in the failed request's error.
+    pub(crate) endpoint: String,
+}
+
 /// An opened remote.
 #[derive(Clone, Debug)]
 pub struct Remote {
     name: String,
     url: String,
+    credentials: Option<CredentialSearch>,
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     read_only: bool,
@@ -136,6 +148,7 @@ impl Remote {
             client = client.with_allow_http(true);
         }
         let mut read_only = cfg.read_only;
+        let mut credentials = None;
         let path_of = |u: &url::Url| -> Result<Path> {
             Path::parse(u.path().trim_matches('/')).map_err(|e| bad(e.to_string()))
         };
@@ -154,6 +167,8 @@ impl Remote {
                         .map_err(|e| bad(format!("option {k}: {e}")))?;
                     b = b.with_config(key, v);
                 }
+                b = crate::credentials::aws_profile(b).map_err(bad)?;
+                credentials = crate::credentials::aws_search(&b);
                 (
                     Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
                     path_of(&url)?,
@@ -173,6 +188,7 @@ impl Remote {
                         .map_err(|e| bad(format!("option {k}: {e}")))?;
                     b = b.with_config(key, v);
                 }
+                credentials = crate::credentials::gcp_search(&b);
                 (
                     Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
                     path_of(&url)?,
@@ -192,6 +208,7 @@ impl Remote {
                         .map_err(|e| bad(format!("option {k}: {e}")))?;
                     b = b.with_config(key, v);
                 }
+                credentials = crate::credentials::azure_search(&b);
                 (
                     Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
                     path_of(&url)?,
@@ -222,6 +239,7 @@ impl Remote {
         Ok(Remote {
             name: name.to_string(),
             url: cfg.url.clone(),
+            credentials,
             store,
             prefix,
             read_only,
@@ -299,10 +317,21 @@ impl Remote {
         path: &Path,
     ) -> impl FnOnce(object_store::Error) -> RemoteError + '_ {
         let path = path.to_string();
-        move |source| RemoteError::Request {
-            remote: self.url.clone(),
-            path,
-            source,
+        move |source| {
+            if let Some(c) = &self.credentials
+                && crate::credentials::is_metadata_failure(&source, &c.endpoint)
+            {
+                return RemoteError::NoCredentials {
+                    remote: self.url.clone(),
+                    looked: c.looked,
+                    detail: source.to_string(),
+                };
+            }
+            RemoteError::Request {
+                remote: self.url.clone(),
+                path,
+                source,
+            }
         }
     }
 

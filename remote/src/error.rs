@@ -29,6 +29,14 @@ pub enum RemoteError {
         /// The key.
         key: String,
     },
+    /// A key neither the local store nor any remote tried has.
+    #[error("unknown key {key} (not in the local store, nor on any remote tried{})", if tried.is_empty() { String::new() } else { format!(": {}", tried.join(", ")) })]
+    NotFound {
+        /// The key.
+        key: String,
+        /// The remotes tried, in order.
+        tried: Vec<String>,
+    },
     /// Bytes from the remote that do not match what they claim to be.
     #[error("remote {remote}: {what} is corrupt: {reason}")]
     Corrupt {
@@ -67,6 +75,34 @@ pub enum RemoteError {
         remote: String,
         /// What `cairn-remote.json` says.
         found: String,
+    },
+    /// Compressing an object for the remote failed (a local failure, not the remote's).
+    #[error("compressing {object} for the remote: {source}")]
+    Compress {
+        /// The object.
+        object: cairn_store::Id,
+        /// zstd's error.
+        source: std::io::Error,
+    },
+    /// Finishing a streamed (multipart) upload failed.
+    #[error("remote {remote}: {path}: upload failed: {source}")]
+    Upload {
+        /// The remote's URL.
+        remote: String,
+        /// The object path.
+        path: String,
+        /// The error object_store's writer reported.
+        source: std::io::Error,
+    },
+    /// The object store found no credentials to sign requests with.
+    #[error("remote {remote}: no credentials found (looked in {looked}); {detail}")]
+    NoCredentials {
+        /// The remote's URL.
+        remote: String,
+        /// Where credentials were looked for, in order.
+        looked: &'static str,
+        /// The last lookup's failure, as the object store reported it.
+        detail: String,
     },
     /// The local store failed.
     #[error(transparent)]

@@ -5,10 +5,11 @@
 //! one HEAD each, and forgets packs that are gone.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use cairn_store::Id;
+use cairn_store::lock::wait_until;
+use cairn_store::{Id, Store};
 use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
 
 use crate::error::{RemoteError, Result};
@@ -49,7 +50,8 @@ impl Location {
     }
 }
 
-/// The ledger of one remote in one store.
+/// The ledger of one remote in one store. Its methods are async: each runs its (blocking,
+/// committing) redb transaction on the blocking pool, never on the async workers.
 #[derive(Clone, Debug)]
 pub struct Ledger {
     path: PathBuf,
@@ -57,12 +59,16 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// The ledger of `remote_url` in the store folder `store_dir`.
-    pub fn new(store_dir: &Path, remote_url: &str, timeout: Duration) -> Ledger {
+    /// The ledger of `remote_url` in `store`; waits for another process's hold on it up to the
+    /// store's lock timeout.
+    pub fn new(store: &Store, remote_url: &str) -> Ledger {
         let h = Id::of(remote_url.trim_end_matches('/').as_bytes()).to_hex();
         Ledger {
-            path: store_dir.join("remotes").join(format!("{}.redb", &h[..32])),
-            timeout,
+            path: store
+                .dir()
+                .join("remotes")
+                .join(format!("{}.redb", &h[..32])),
+            timeout: store.lock_timeout(),
         }
     }
 
@@ -77,31 +83,42 @@ impl Ledger {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
         }
-        let start = Instant::now();
-        let mut pause = Duration::from_micros(500);
-        loop {
-            match Database::builder()
+        let mut opened = None;
+        wait_until(
+            self.timeout,
+            "the remote ledger",
+            &self.path,
+            || match Database::builder()
                 .set_cache_size(16 * 1024 * 1024)
                 .create(&self.path)
             {
-                Ok(db) => return Ok(db),
-                Err(DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < self.timeout => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(25));
+                Err(DatabaseError::DatabaseAlreadyOpen) => Ok(false),
+                other => {
+                    opened = Some(other);
+                    Ok(true)
                 }
-                Err(DatabaseError::DatabaseAlreadyOpen) => {
-                    return Err(self.err(format!(
-                        "timed out after {:.1}s waiting for another cairn process",
-                        start.elapsed().as_secs_f64()
-                    )));
-                }
-                Err(e) => return Err(self.err(e)),
-            }
-        }
+            },
+        )?;
+        opened.expect("set on success").map_err(|e| self.err(e))
+    }
+
+    /// Runs `f` on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Ledger) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .expect("ledger task panicked")
     }
 
     /// Where the remote holds each of `ids`, for those the ledger knows.
-    pub fn lookup(&self, ids: &[Id]) -> Result<HashMap<Id, Location>> {
+    pub async fn lookup(&self, ids: Vec<Id>) -> Result<HashMap<Id, Location>> {
+        self.blocking(move |l| l.lookup_now(&ids)).await
+    }
+
+    fn lookup_now(&self, ids: &[Id]) -> Result<HashMap<Id, Location>> {
         let db = self.open()?;
         let txn = db.begin_read().map_err(|e| self.err(e))?;
         let t = match txn.open_table(OBJECTS) {
@@ -121,28 +138,34 @@ impl Ledger {
     }
 
     /// Records that the remote holds these objects at these locations.
-    pub fn record(&self, items: impl IntoIterator<Item = (Id, Location)>) -> Result<()> {
-        let db = self.open()?;
-        let txn = db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let mut t = txn.open_table(OBJECTS).map_err(|e| self.err(e))?;
-            for (id, loc) in items {
-                t.insert(&id.0, &loc.encode(&id)).map_err(|e| self.err(e))?;
+    pub async fn record(&self, items: Vec<(Id, Location)>) -> Result<()> {
+        self.blocking(move |l| {
+            let db = l.open()?;
+            let txn = db.begin_write().map_err(|e| l.err(e))?;
+            {
+                let mut t = txn.open_table(OBJECTS).map_err(|e| l.err(e))?;
+                for (id, loc) in items {
+                    t.insert(&id.0, &loc.encode(&id)).map_err(|e| l.err(e))?;
+                }
             }
-        }
-        txn.commit().map_err(|e| self.err(e))
+            txn.commit().map_err(|e| l.err(e))
+        })
+        .await
     }
 
     /// Forgets every object recorded at one of `gone`.
-    pub fn forget(&self, gone: &[(Id, Location)]) -> Result<()> {
-        let db = self.open()?;
-        let txn = db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let mut t = txn.open_table(OBJECTS).map_err(|e| self.err(e))?;
-            for (id, _) in gone {
-                t.remove(&id.0).map_err(|e| self.err(e))?;
+    pub async fn forget(&self, gone: Vec<(Id, Location)>) -> Result<()> {
+        self.blocking(move |l| {
+            let db = l.open()?;
+            let txn = db.begin_write().map_err(|e| l.err(e))?;
+            {
+                let mut t = txn.open_table(OBJECTS).map_err(|e| l.err(e))?;
+                for (id, _) in gone {
+                    t.remove(&id.0).map_err(|e| l.err(e))?;
+                }
             }
-        }
-        txn.commit().map_err(|e| self.err(e))
+            txn.commit().map_err(|e| l.err(e))
+        })
+        .await
     }
 }

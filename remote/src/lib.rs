@@ -10,11 +10,15 @@
 //! complete. Neither ever lists the bucket.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod audit;
 pub mod config;
 mod connection;
+mod credentials;
 mod error;
+mod fetch;
+mod get;
 mod ledger;
 pub mod pack;
 mod pull;
@@ -25,6 +29,8 @@ pub use audit::{AuditReport, KeyAudit, SignatureAudit, audit};
 pub use config::{Config, RemoteConfig, TrustPolicy};
 pub use connection::{LAYOUT_FILE, LAYOUT_VERSION, Remote, RequestCounts, TransferOptions};
 pub use error::{RemoteError, Result};
+pub use fetch::{COALESCE_GAP, MAX_RANGE};
+pub use get::{Fallback, OpenRemotes, Resolved, get, resolve_or_pull};
 pub use ledger::{Ledger, Location};
 pub use pull::{PullSummary, fetch_record, pull};
 pub use push::{PushSummary, push};

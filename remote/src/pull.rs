@@ -2,28 +2,23 @@
 //! each key once its whole closure is present.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::time::Instant;
 
 use cairn_store::blobs::Encoding;
-use cairn_store::{EntryKind, Id, Import, ImportBlob, Key, KeyRecord, Progress, Root, Store, Tree};
+use cairn_store::walk::{self, Load};
+use cairn_store::{
+    EntryKind, Id, Import, ImportSession, Key, KeyRecord, Progress, Root, StagedBlob, Store, Tree,
+};
 use futures::StreamExt;
 use serde::Serialize;
 
 use crate::config::TrustPolicy;
 use crate::connection::{Remote, RequestCounts};
 use crate::error::{RemoteError, Result};
+use crate::fetch::{self, Placed};
 use crate::ledger::{Ledger, Location};
-use crate::pack::{self, IndexEntry, ObjectKind};
+use crate::pack::{self, ObjectKind};
 use crate::record::{RECORD_FORMAT, RemoteRecord};
-
-/// Neighbouring objects of one pack are fetched in one ranged GET when the gap between them is
-/// at most this many bytes (fewer requests for a little more transfer).
-pub const COALESCE_GAP: u64 = 1024 * 1024;
-/// A coalesced range never exceeds this many bytes. It bounds memory: each request in flight
-/// holds its range and the objects decoded from it (at 32 MiB, `get --remote` of a 1 GB tree
-/// peaked at 194 MB RSS: docs/benchmarks.md, R2).
-pub const MAX_RANGE: u64 = 16 * 1024 * 1024;
 
 /// What a pull did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -65,13 +60,6 @@ pub async fn fetch_record(remote: &Remote, key: &Key) -> Result<Option<RemoteRec
     Ok(Some(rr))
 }
 
-/// Where a needed object is and what it is.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Placed {
-    pub(crate) pack: Id,
-    pub(crate) entry: IndexEntry,
-}
-
 /// Pulls `keys` from `remote` into `store` and binds them.
 pub async fn pull(
     store: &Store,
@@ -87,9 +75,10 @@ pub async fn pull(
             reason: "remote is write-only; cairn does not read from it".into(),
         });
     }
-    let lock = {
+    // From before the first object is staged until the commit, no gc may run.
+    let session = {
         let s = store.clone();
-        tokio::task::spawn_blocking(move || s.lock_shared())
+        tokio::task::spawn_blocking(move || s.import())
             .await
             .expect("join")?
     };
@@ -152,7 +141,7 @@ pub async fn pull(
         .filter(|p| p.entry.kind == ObjectKind::Tree)
         .map(|p| p.entry.id)
         .collect();
-    let local_trees = store.present_trees(&tree_ids)?;
+    let local_trees = blocking(&session, move |s| s.reader().has_trees(&tree_ids)).await?;
     let fetch_trees: Vec<Placed> = placed
         .values()
         .filter(|p| p.entry.kind == ObjectKind::Tree && !local_trees.contains(&p.entry.id))
@@ -172,60 +161,37 @@ pub async fn pull(
         remote_trees.insert(p.entry.id, content);
     }
 
-    // Walk each closure: local trees are complete (the store only records a tree together with
-    // its whole closure); remote ones are decoded and followed.
-    let mut needed_trees: Vec<(Id, Vec<u8>)> = Vec::new();
-    let mut needed_blobs: HashMap<Id, u64> = HashMap::new();
-    let mut visited = HashSet::new();
-    for rr in &records {
-        let missing = |object: Id| RemoteError::Missing {
-            remote: remote.url().to_string(),
-            key: rr.record.key.to_string(),
-            object: object.to_string(),
-        };
-        for a in rr.record.attachments.values() {
-            needed_blobs.insert(a.id, a.size);
-        }
-        let mut stack = match rr.record.root {
-            Root::File { id, .. } => {
-                let size = placed
-                    .get(&id)
-                    .map(|p| p.entry.size)
-                    .or_else(|| standalone.contains(&id).then_some(rr.record.size))
-                    .ok_or_else(|| missing(id))?;
-                needed_blobs.insert(id, size);
-                continue;
-            }
-            Root::Tree { id } => vec![id],
-        };
-        while let Some(id) = stack.pop() {
-            if !visited.insert(id) || local_trees.contains(&id) {
-                continue;
-            }
-            let bytes = match remote_trees.get(&id) {
-                Some(b) => b.clone(),
-                None if store.present_trees(&[id])?.contains(&id) => continue,
-                None => return Err(missing(id)),
-            };
-            let tree = Tree::decode(&bytes)
-                .map_err(|e| remote.corrupt(format!("tree {id}"), e.to_string()))?;
-            for e in &tree.entries {
-                match e.kind {
-                    EntryKind::Dir { tree } => stack.push(tree),
-                    EntryKind::File { size, blob } => {
-                        needed_blobs.insert(blob, size);
-                    }
-                    _ => {}
-                }
-            }
-            needed_trees.push((id, bytes));
-        }
-    }
+    // Walk each closure (on the blocking pool: it decodes every new tree).
+    let Needed {
+        trees: needed_trees,
+        blobs: needed_blobs,
+    } = {
+        let (s, recs, placed, standalone, url) = (
+            session.clone(),
+            records.iter().map(|r| r.record.clone()).collect::<Vec<_>>(),
+            placed.clone(),
+            standalone.clone(),
+            remote.url().to_string(),
+        );
+        tokio::task::spawn_blocking(move || {
+            plan(
+                &s,
+                &recs,
+                &local_trees,
+                remote_trees,
+                &placed,
+                &standalone,
+                &url,
+            )
+        })
+        .await
+        .expect("join")?
+    };
     summary.objects_received += needed_trees.len() as u64;
 
     // Blobs the local store lacks.
     let wanted: Vec<Id> = needed_blobs.keys().copied().collect();
-    let present = store.present_blobs(&wanted)?;
+    let present = blocking(&session, move |s| s.reader().has_blobs(&wanted)).await?;
     summary.objects_skipped = present.len() as u64;
     let mut in_packs = Vec::new();
     let mut alone = Vec::new();
@@ -253,24 +219,24 @@ pub async fn pull(
         }
     }
     progress.start("pulling", (in_packs.len() + alone.len()) as u64);
-    let stage_store = store.clone();
+    let stager = session.clone();
     let packed = fetch_packed(remote, &in_packs, progress, move |p, stored, _content| {
         Ok((
-            stage_store.stage_encoded(p.entry.id, p.entry.size, p.entry.encoding, stored)?,
+            stager.stage_encoded(p.entry.id, p.entry.size, p.entry.encoding, stored)?,
             p.entry.len,
         ))
     });
     let large = futures::stream::iter(
         alone
             .into_iter()
-            .map(|(id, size)| fetch_standalone(store, remote, id, size)),
+            .map(|(id, size)| fetch_standalone(&session, remote, id, size)),
     )
     .buffer_unordered(remote.options().concurrency.clamp(1, 4))
     .collect::<Vec<_>>();
     // Packs and standalone blobs download at the same time: a tree with a few large files
     // otherwise waits for all its small ones first.
     let (staged, large) = futures::join!(packed, large);
-    let mut blobs: Vec<ImportBlob> = Vec::new();
+    let mut blobs: Vec<StagedBlob> = Vec::new();
     for (_, (b, stored_len)) in staged? {
         summary.bytes_received += stored_len;
         summary.objects_received += 1;
@@ -286,75 +252,129 @@ pub async fn pull(
     progress.finish();
 
     // One commit: objects, then each record once its closure checks out.
-    let s = store.clone();
-    let bound = tokio::task::spawn_blocking(move || -> Result<Vec<KeyRecord>> {
+    let bound = blocking(&session, move |s| {
         let mut bound = Vec::new();
         let mut import = Import {
             blobs,
             trees: needed_trees,
-            bind: None,
+            ..Import::default()
         };
         for rr in records {
             import.bind = Some(rr.record);
-            if let Some(r) = s.import(std::mem::take(&mut import), &lock)? {
+            if let Some(r) = s.commit(std::mem::take(&mut import))? {
                 bound.push(r);
             }
         }
-        drop(lock);
         Ok(bound)
     })
-    .await
-    .expect("join")?;
+    .await?;
+    drop(session);
     summary.keys = bound;
 
     // What we learned about the remote's contents.
-    let ledger = Ledger::new(
-        store.dir(),
-        remote.url(),
-        std::time::Duration::from_secs(120),
-    );
-    ledger.record(
-        placed
-            .values()
-            .map(|p| (p.entry.id, Location::Pack(p.pack)))
-            .chain(standalone.iter().map(|id| (*id, Location::Standalone))),
-    )?;
+    Ledger::new(store, remote.url())
+        .record(
+            placed
+                .values()
+                .map(|p| (p.entry.id, Location::Pack(p.pack)))
+                .chain(standalone.iter().map(|id| (*id, Location::Standalone)))
+                .collect(),
+        )
+        .await?;
     summary.requests = remote.counts();
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
 }
 
-/// The ranged GETs that fetch `objects`: (pack, start, end, members), coalesced per pack.
-pub(crate) fn range_jobs(objects: &[Placed]) -> Vec<(Id, u64, u64, Vec<Placed>)> {
-    let mut by_pack: HashMap<Id, Vec<Placed>> = HashMap::new();
-    for p in objects {
-        by_pack.entry(p.pack).or_default().push(*p);
+/// The trees and blobs `records` need that the local store lacks. Local trees are complete
+/// (the store only records a tree together with its whole closure); fetched ones are decoded
+/// and followed; anything else is missing from what the records name.
+fn plan(
+    session: &ImportSession,
+    records: &[KeyRecord],
+    local_trees: &HashSet<Id>,
+    mut fetched: HashMap<Id, Vec<u8>>,
+    placed: &HashMap<Id, Placed>,
+    standalone: &HashSet<Id>,
+    url: &str,
+) -> Result<Needed> {
+    let mut needed_trees: Vec<(Id, Vec<u8>)> = Vec::new();
+    let mut taken: HashSet<Id> = HashSet::new();
+    let mut needed_blobs: HashMap<Id, u64> = HashMap::new();
+    for rec in records {
+        let missing = |object: Id| RemoteError::Missing {
+            remote: url.to_string(),
+            key: rec.key.to_string(),
+            object: object.to_string(),
+        };
+        for a in rec.attachments.values() {
+            needed_blobs.insert(a.id, a.size);
+        }
+        let root = match rec.root {
+            Root::File { id, .. } => {
+                let size = placed
+                    .get(&id)
+                    .map(|p| p.entry.size)
+                    .or_else(|| standalone.contains(&id).then_some(rec.size))
+                    .ok_or_else(|| missing(id))?;
+                needed_blobs.insert(id, size);
+                continue;
+            }
+            Root::Tree { id } => id,
+        };
+        walk::closure(
+            [root],
+            |id| {
+                if local_trees.contains(id) || taken.contains(id) {
+                    return Ok(Load::Known);
+                }
+                match fetched.remove(id) {
+                    Some(bytes) => {
+                        let tree = Tree::decode(&bytes).map_err(|e| RemoteError::Corrupt {
+                            remote: url.to_string(),
+                            what: format!("tree {id}"),
+                            reason: e.to_string(),
+                        })?;
+                        taken.insert(*id);
+                        needed_trees.push((*id, bytes));
+                        Ok(Load::Tree(tree))
+                    }
+                    None if session.reader().has_trees(&[*id])?.contains(id) => Ok(Load::Known),
+                    None => Err(missing(*id)),
+                }
+            },
+            |_, tree| {
+                for e in &tree.entries {
+                    if let EntryKind::File { size, blob } = e.kind {
+                        needed_blobs.insert(blob, size);
+                    }
+                }
+                Ok(())
+            },
+        )?;
     }
-    by_pack
-        .into_iter()
-        .flat_map(|(pack, members)| {
-            ranges_of(members)
-                .into_iter()
-                .map(move |(s, e, m)| (pack, s, e, m))
-        })
-        .collect()
+    Ok(Needed {
+        trees: needed_trees,
+        blobs: needed_blobs,
+    })
 }
 
-/// Coalesced ranges of one pack: (start, end, members).
-fn ranges_of(mut members: Vec<Placed>) -> Vec<(u64, u64, Vec<Placed>)> {
-    members.sort_by_key(|p| p.entry.offset);
-    let mut out: Vec<(u64, u64, Vec<Placed>)> = Vec::new();
-    for p in members {
-        let (s, e) = (p.entry.offset, p.entry.offset + p.entry.len);
-        match out.last_mut() {
-            Some((rs, re, m)) if s <= *re + COALESCE_GAP && e - *rs <= MAX_RANGE => {
-                *re = (*re).max(e);
-                m.push(p);
-            }
-            _ => out.push((s, e, vec![p])),
-        }
-    }
-    out
+/// What a pull must fetch: trees (id, encoding) and blobs (id, size) the local store lacks.
+struct Needed {
+    trees: Vec<(Id, Vec<u8>)>,
+    blobs: HashMap<Id, u64>,
+}
+
+/// Runs `f` with a clone of `session` on the blocking pool (index transactions and file
+/// writes never run on the async workers).
+async fn blocking<T: Send + 'static>(
+    session: &ImportSession,
+    f: impl FnOnce(&ImportSession) -> cairn_store::Result<T> + Send + 'static,
+) -> Result<T> {
+    let s = session.clone();
+    Ok(tokio::task::spawn_blocking(move || f(&s))
+        .await
+        .expect("blocking task panicked")?)
 }
 
 /// Fetches `objects` (grouped by pack, coalesced ranges, requests in parallel), checks each
@@ -365,104 +385,63 @@ async fn fetch_packed<T: Send + 'static>(
     progress: &dyn Progress,
     take: impl Fn(Placed, &[u8], Vec<u8>) -> Result<T> + Send + Sync + Clone + 'static,
 ) -> Result<Vec<(Placed, T)>> {
-    let jobs = range_jobs(objects);
-    let mut results = futures::stream::iter(jobs.into_iter().map(|(pack, s, e, members)| {
-        let take = take.clone();
-        let url = remote.url().to_string();
-        async move {
-            let path = remote.pack_path(&pack);
-            let bytes = remote.get_range(&path, s..e).await?;
-            let path_s = path.to_string();
-            tokio::task::spawn_blocking(move || {
-                let mut out = Vec::with_capacity(members.len());
-                for p in members {
-                    let a = (p.entry.offset - s) as usize;
-                    let stored = &bytes[a..a + p.entry.len as usize];
-                    let content = pack::decode_object(&p.entry, stored).map_err(|reason| {
-                        RemoteError::Corrupt {
-                            remote: url.clone(),
-                            what: format!("object {} in {path_s}", p.entry.id),
-                            reason,
-                        }
-                    })?;
-                    out.push((p, take(p, stored, content)?));
-                }
-                Ok::<_, RemoteError>(out)
-            })
-            .await
-            .expect("join")
-        }
-    }))
-    .buffer_unordered(remote.options().concurrency);
+    let url = remote.url().to_string();
+    let mut ranges = fetch::ranges(remote, objects);
     let mut all = Vec::new();
-    while let Some(r) = results.next().await {
-        let batch = r?;
+    while let Some(range) = ranges.next().await {
+        let take = take.clone();
+        let url = url.clone();
+        let batch = tokio::task::spawn_blocking(move || {
+            let fetch::FetchedRange { job, path, bytes } = range;
+            let bytes = bytes?;
+            let mut out = Vec::with_capacity(job.members.len());
+            for p in &job.members {
+                let (stored, content) =
+                    job.object(&bytes, p)
+                        .map_err(|reason| RemoteError::Corrupt {
+                            remote: url.clone(),
+                            what: format!("object {} in {path}", p.entry.id),
+                            reason,
+                        })?;
+                out.push((*p, take(*p, stored, content)?));
+            }
+            Ok::<_, RemoteError>(out)
+        })
+        .await
+        .expect("join")?;
         progress.advance(batch.len() as u64);
         all.extend(batch);
     }
     Ok(all)
 }
 
-/// Downloads a standalone blob (a zstd stream) to a temp file, checks it, and stages it.
+/// Downloads a standalone blob (a zstd stream) to a temp file, checking it as it arrives, and
+/// stages it.
 async fn fetch_standalone(
-    store: &Store,
+    session: &ImportSession,
     remote: &Remote,
     id: Id,
     size: u64,
-) -> Result<(ImportBlob, u64)> {
-    let path = remote.blob_path(&id);
-    let got = remote.get_stream(&path).await?;
-    let tmp = store.temp_file()?;
-    let mut file = tmp
+) -> Result<(StagedBlob, u64)> {
+    let s = session.clone();
+    let tmp = tokio::task::spawn_blocking(move || s.reader().temp_file())
+        .await
+        .expect("join")?;
+    let file = tmp
         .as_file()
         .try_clone()
         .map_err(cairn_store::Error::io(tmp.path()))?;
-    let mut stream = got.into_stream();
-    let mut n = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(remote.request_err(&path))?;
-        n += chunk.len() as u64;
-        file.write_all(&chunk)
-            .map_err(cairn_store::Error::io(tmp.path()))?;
+    let keep = (file, tmp.path().to_path_buf());
+    match fetch::standalone(remote, id, size, Some(keep)).await? {
+        Ok(n) => {
+            let staged = blocking(session, move |s| {
+                s.stage_file(id, size, Encoding::Zstd, tmp.into_temp_path())
+            })
+            .await?;
+            Ok((staged, n))
+        }
+        Err(reason) => {
+            Err(remote.corrupt(format!("blob {id} at {}", remote.blob_path(&id)), reason))
+        }
     }
-    remote.add_bytes_down(n);
-    let s = store.clone();
-    let url = remote.url().to_string();
-    let what = format!("blob {id} at {path}");
-    tokio::task::spawn_blocking(move || {
-        let corrupt = |reason: String| RemoteError::Corrupt {
-            remote: url.clone(),
-            what: what.clone(),
-            reason,
-        };
-        let f = std::fs::File::open(tmp.path()).map_err(cairn_store::Error::io(tmp.path()))?;
-        let mut dec = zstd::Decoder::new(f).map_err(|e| corrupt(e.to_string()))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0u64;
-        loop {
-            let k = std::io::Read::read(&mut dec, &mut buf).map_err(|e| corrupt(e.to_string()))?;
-            if k == 0 {
-                break;
-            }
-            total += k as u64;
-            if total > size {
-                return Err(corrupt(format!("longer than its {size} bytes")));
-            }
-            hasher.update(&buf[..k]);
-        }
-        if total != size {
-            return Err(corrupt(format!("{total} bytes where {size} were recorded")));
-        }
-        let got = Id::from_hash(hasher.finalize());
-        if got != id {
-            return Err(corrupt(format!("content hashes to {got}")));
-        }
-        Ok((
-            s.stage_file(id, size, Encoding::Zstd, tmp.into_temp_path())?,
-            n,
-        ))
-    })
-    .await
-    .expect("join")
 }

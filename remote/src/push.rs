@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use cairn_store::blobs::{Encoding, SMALL_BLOB_MAX, compress_frame};
-use cairn_store::{Id, Key, Progress, Store};
+use cairn_store::{Id, Key, KeyRecord, Progress, ReadSession, Store};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::connection::{Remote, RequestCounts};
 use crate::error::{RemoteError, Result};
@@ -22,6 +22,9 @@ const REMOTE_ZSTD_LEVEL: i32 = 3;
 
 /// Packs being built and uploaded at once.
 const PACKS_IN_FLIGHT: usize = 3;
+
+/// Bytes read from a large blob's file per part handed to the uploader.
+const UPLOAD_CHUNK: usize = 1024 * 1024;
 
 /// What a push did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -63,57 +66,26 @@ pub async fn push(
         return Err(RemoteError::ReadOnly(remote.url().to_string()));
     }
     // Blobs we are about to upload must not be collected meanwhile.
-    let lock = {
+    let session = {
         let s = store.clone();
-        tokio::task::spawn_blocking(move || s.lock_shared())
+        tokio::task::spawn_blocking(move || s.read())
             .await
             .expect("join")?
     };
     remote.check_layout(true).await?;
 
-    // Closures.
-    let mut records = Vec::new();
-    let mut objects: Vec<Obj> = Vec::new();
-    let mut seen = HashSet::new();
-    let mut closure_of: Vec<Vec<Id>> = Vec::new();
-    for key in keys {
-        let rec = store.record(key)?;
-        let c = store.record_closure(&rec)?;
-        let mut ids = Vec::with_capacity(c.trees.len() + c.blobs.len());
-        for (id, bytes) in c.trees {
-            ids.push(id);
-            if seen.insert(id) {
-                objects.push(Obj {
-                    id,
-                    kind: ObjectKind::Tree,
-                    size: bytes.len() as u64,
-                    tree: Some(bytes),
-                });
-            }
-        }
-        for (id, size) in c.blobs {
-            ids.push(id);
-            if seen.insert(id) {
-                objects.push(Obj {
-                    id,
-                    kind: ObjectKind::Blob,
-                    size,
-                    tree: None,
-                });
-            }
-        }
-        records.push(rec);
-        closure_of.push(ids);
-    }
+    // Closures (read and encoded on the blocking pool).
+    let (records, objects, closure_of) = {
+        let (s, keys) = (session.clone(), keys.to_vec());
+        tokio::task::spawn_blocking(move || closures(&s, &keys))
+            .await
+            .expect("join")?
+    };
 
     // What the remote has, per the ledger, confirmed with one HEAD per pack or blob.
-    let ledger = Ledger::new(
-        store.dir(),
-        remote.url(),
-        std::time::Duration::from_secs(120),
-    );
+    let ledger = Ledger::new(store, remote.url());
     let all_ids: Vec<Id> = objects.iter().map(|o| o.id).collect();
-    let mut known = ledger.lookup(&all_ids)?;
+    let mut known = ledger.lookup(all_ids).await?;
     // One HEAD per pack relied on, and per standalone blob.
     let mut distinct: HashMap<(bool, Id), Vec<Id>> = HashMap::new();
     for (id, loc) in &known {
@@ -153,7 +125,7 @@ pub async fn push(
             gone.len(),
             remote.url()
         );
-        ledger.forget(&gone)?;
+        ledger.forget(gone).await?;
     }
 
     let mut summary = PushSummary {
@@ -171,21 +143,25 @@ pub async fn push(
 
     // Packs: built on a blocking thread, uploaded concurrently.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<SealedPack>>(1);
-    let builder_store = store.clone();
-    let remote_url = remote.url().to_string();
-    let builder =
-        tokio::task::spawn_blocking(move || build_packs(&builder_store, packed, &tx, &remote_url));
+    let builder_session = session.clone();
+    let builder = tokio::task::spawn_blocking(move || build_packs(&builder_session, packed, &tx));
     let mut uploads = FuturesUnordered::new();
+    // Each landed pack is recorded in the ledger as it lands (so a push killed later re-sends
+    // only the rest), by a task of its own that runs at once: the loop below only polls.
+    let mut ledger_writes = FuturesUnordered::new();
     let mut new_locations: HashMap<Id, Location> = HashMap::new();
-    // Records a finished pack upload in the ledger and the summary.
-    let mut landed = |(pack_id, ids, bytes): (Id, Vec<Id>, u64)| -> Result<()> {
-        ledger.record(ids.iter().map(|id| (*id, Location::Pack(pack_id))))?;
+    let mut landed = |(pack_id, ids, bytes): (Id, Vec<Id>, u64)| {
+        let located: Vec<(Id, Location)> = ids
+            .iter()
+            .map(|id| (*id, Location::Pack(pack_id)))
+            .collect();
+        let l = ledger.clone();
+        ledger_writes.push(tokio::spawn(async move { l.record(located).await }));
         summary.packs += 1;
         summary.objects_sent += ids.len() as u64;
         summary.bytes_sent += bytes;
         progress.advance(ids.len() as u64);
         new_locations.extend(ids.into_iter().map(|id| (id, Location::Pack(pack_id))));
-        Ok(())
     };
     loop {
         tokio::select! {
@@ -195,26 +171,29 @@ pub async fn push(
                     None => break,
                 }
             }
-            Some(done) = uploads.next() => landed(done?)?,
+            Some(done) = uploads.next() => landed(done?),
         }
     }
     while let Some(done) = uploads.next().await {
-        landed(done?)?;
+        landed(done?);
     }
     builder.await.expect("join")?;
+    while let Some(written) = ledger_writes.next().await {
+        written.expect("ledger task panicked")?;
+    }
 
     // Large blobs, each on its own, streamed in parts.
     let large_results = futures::stream::iter(
         large
             .into_iter()
-            .map(|o| upload_large(store, remote, o.id, o.size)),
+            .map(|o| upload_large(&session, remote, o.id, o.size)),
     )
     .buffer_unordered(remote.options().concurrency.clamp(1, 4))
     .collect::<Vec<_>>()
     .await;
     for r in large_results {
         let (id, bytes) = r?;
-        ledger.record([(id, Location::Standalone)])?;
+        ledger.record(vec![(id, Location::Standalone)]).await?;
         summary.standalone_blobs += 1;
         summary.objects_sent += 1;
         summary.bytes_sent += bytes;
@@ -257,25 +236,73 @@ pub async fn push(
             .await?;
         summary.keys.push(key.to_string());
     }
-    drop(lock);
+    drop(session);
     summary.requests = remote.counts();
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
 }
 
+/// The records of `keys` and the objects their closures reach (each once, trees encoded),
+/// with each record's object ids.
+#[allow(clippy::type_complexity)]
+fn closures(
+    session: &ReadSession,
+    keys: &[Key],
+) -> Result<(Vec<KeyRecord>, Vec<Obj>, Vec<Vec<Id>>)> {
+    let mut records = Vec::new();
+    let mut objects: Vec<Obj> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut closure_of: Vec<Vec<Id>> = Vec::new();
+    for key in keys {
+        let rec = session.record(key)?;
+        let c = session.record_closure(&rec)?;
+        let mut ids = Vec::with_capacity(c.trees.len() + c.blobs.len());
+        for id in &c.order {
+            ids.push(*id);
+            if seen.insert(*id) {
+                let bytes = c.trees[id]
+                    .encode()
+                    .map_err(|e| cairn_store::Error::CorruptTree {
+                        id: *id,
+                        reason: e.to_string(),
+                    })?;
+                objects.push(Obj {
+                    id: *id,
+                    kind: ObjectKind::Tree,
+                    size: bytes.len() as u64,
+                    tree: Some(bytes),
+                });
+            }
+        }
+        for (id, size) in c.blobs {
+            ids.push(id);
+            if seen.insert(id) {
+                objects.push(Obj {
+                    id,
+                    kind: ObjectKind::Blob,
+                    size,
+                    tree: None,
+                });
+            }
+        }
+        records.push(rec);
+        closure_of.push(ids);
+    }
+    Ok((records, objects, closure_of))
+}
+
 /// Fills packs with `objects` in their stored form and sends each when sealed.
 fn build_packs(
-    store: &Store,
+    session: &ReadSession,
     objects: Vec<Obj>,
     tx: &tokio::sync::mpsc::Sender<Result<SealedPack>>,
-    remote_url: &str,
 ) -> Result<()> {
     let mut b = PackBuilder::new();
     // Trees first, so a puller finds them together at the start of the first packs.
     let mut objects = objects;
     objects.sort_by_key(|o| (o.kind != ObjectKind::Tree, o.id));
     // Where each small blob is kept, in one index read (most are in local packs).
-    let places = store.placements(
+    let places = session.placements(
         objects
             .iter()
             .filter(|o| o.tree.is_none() && o.size <= SMALL_BLOB_MAX)
@@ -283,17 +310,17 @@ fn build_packs(
     )?;
     for o in objects {
         let (encoding, stored) = match &o.tree {
-            Some(bytes) => stored_form(bytes).map_err(|e| io_err(remote_url, e))?,
+            Some(bytes) => stored_form(o.id, bytes)?,
             None if o.size <= SMALL_BLOB_MAX => {
-                store.read_blob_encoded(&o.id, o.size, places.get(&o.id).copied())?
+                session.read_stored(&o.id, o.size, places.get(&o.id).copied())?
             }
             None => {
                 let mut content = Vec::with_capacity(o.size as usize);
-                let mut r = store.open_blob(&o.id, o.size)?;
+                let mut r = session.open_blob(&o.id, Some(o.size), None)?;
                 if let Err(e) = std::io::Read::read_to_end(&mut r, &mut content) {
                     return Err(r.into_error(e).into());
                 }
-                stored_form(&content).map_err(|e| io_err(remote_url, e))?
+                stored_form(o.id, &content)?
             }
         };
         b.add(o.id, o.kind, encoding, &stored, o.size);
@@ -310,17 +337,10 @@ fn build_packs(
     Ok(())
 }
 
-fn io_err(remote: &str, e: std::io::Error) -> RemoteError {
-    RemoteError::Corrupt {
-        remote: remote.to_string(),
-        what: "compression".into(),
-        reason: e.to_string(),
-    }
-}
-
-/// zstd if it pays, else raw.
-fn stored_form(content: &[u8]) -> std::io::Result<(Encoding, Vec<u8>)> {
-    let c = compress_frame(content, REMOTE_ZSTD_LEVEL)?;
+/// Object `id`'s `content` as it is stored on a remote: zstd if it pays, else raw.
+fn stored_form(id: Id, content: &[u8]) -> Result<(Encoding, Vec<u8>)> {
+    let c = compress_frame(content, REMOTE_ZSTD_LEVEL)
+        .map_err(|source| RemoteError::Compress { object: id, source })?;
     Ok(if c.len() < content.len() {
         (Encoding::Zstd, c)
     } else {
@@ -347,13 +367,16 @@ async fn upload_pack(remote: &Remote, sealed: SealedPack) -> Result<(Id, Vec<Id>
 
 /// Streams one large blob to `blobs/<id>.zst` as a zstd stream, in parts. The local copy is
 /// verified first; a raw local copy is compressed into a temp file on the way.
-async fn upload_large(store: &Store, remote: &Remote, id: Id, size: u64) -> Result<(Id, u64)> {
-    let s = store.clone();
+async fn upload_large(
+    session: &ReadSession,
+    remote: &Remote,
+    id: Id,
+    size: u64,
+) -> Result<(Id, u64)> {
+    let s = session.clone();
     let (path, _tmp) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let mut r = s.open_blob(&id, size)?;
-        if let Err(e) = std::io::copy(&mut r, &mut std::io::sink()) {
-            return Err(r.into_error(e).into());
-        }
+        let r = s.open_blob(&id, Some(size), None)?;
+        cairn_store::blobs::copy_verified(r, &mut std::io::sink())?;
         let (path, enc) = s.blob_file(&id)?;
         if enc == Encoding::Zstd {
             return Ok((path, None));
@@ -361,10 +384,8 @@ async fn upload_large(store: &Store, remote: &Remote, id: Id, size: u64) -> Resu
         let tmp = s.temp_file()?;
         let mut enc = zstd::Encoder::new(tmp.as_file(), REMOTE_ZSTD_LEVEL)
             .map_err(cairn_store::Error::io(tmp.path()))?;
-        let mut r = s.open_blob(&id, size)?;
-        if let Err(e) = std::io::copy(&mut r, &mut enc) {
-            return Err(r.into_error(e).into());
-        }
+        let r = s.open_blob(&id, Some(size), None)?;
+        cairn_store::blobs::copy_verified(r, &mut enc)?;
         enc.finish().map_err(cairn_store::Error::io(tmp.path()))?;
         let p = tmp.path().to_path_buf();
         Ok((p, Some(tmp)))
@@ -376,24 +397,34 @@ async fn upload_large(store: &Store, remote: &Remote, id: Id, size: u64) -> Resu
     let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| RemoteError::from(cairn_store::Error::io(&path)(e)))?;
-    let sent = tokio::io::copy(&mut file, &mut w)
-        .await
-        .map_err(|e| RemoteError::Request {
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; UPLOAD_CHUNK];
+    let upload = async {
+        loop {
+            // A failed read is the local file's; a failed put is the remote's.
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| RemoteError::from(cairn_store::Error::io(&path)(e)))?;
+            if n == 0 {
+                break;
+            }
+            w.put(Bytes::copy_from_slice(&buf[..n]))
+                .await
+                .map_err(remote.request_err(&dest))?;
+            sent += n as u64;
+        }
+        w.shutdown().await.map_err(|source| RemoteError::Upload {
             remote: remote.url().to_string(),
             path: dest.to_string(),
-            source: object_store::Error::Generic {
-                store: "upload",
-                source: Box::new(e),
-            },
-        })?;
-    w.shutdown().await.map_err(|e| RemoteError::Request {
-        remote: remote.url().to_string(),
-        path: dest.to_string(),
-        source: object_store::Error::Generic {
-            store: "upload",
-            source: Box::new(e),
-        },
-    })?;
+            source,
+        })
+    };
+    if let Err(e) = upload.await {
+        // Leave no multipart upload half done on the remote (best effort: the error stands).
+        let _ = w.abort().await;
+        return Err(e);
+    }
     // One request for a small upload; create + parts + complete for a multipart one.
     let parts = sent.div_ceil(pack::MULTIPART_PART as u64);
     remote.count_upload(if parts <= 1 { 1 } else { parts + 2 }, sent);

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::Path;
 
 use cairn_remote::{Remote, RemoteConfig, RemoteError, TransferOptions, TrustPolicy, pull, push};
-use cairn_store::{IngestOptions, Key, NoProgress, Store, StoreOptions};
+use cairn_store::{IngestOptions, Input, Key, NoProgress, Store, StoreOptions};
 
 fn store(p: &Path) -> Store {
     Store::open(p, StoreOptions::default()).unwrap()
@@ -50,7 +50,7 @@ fn push_pull_round_trip_with_few_requests() {
     let (_, rec) = a
         .put(
             &key,
-            &src,
+            Input::Path(&src),
             &IngestOptions::default(),
             Default::default(),
             &NoProgress,
@@ -86,12 +86,21 @@ fn push_pull_round_trip_with_few_requests() {
     assert!(p.requests.gets <= 50, "{p:?}");
     assert_eq!(p.keys[0].root, rec.root);
     let out = t.path().join("out");
-    b.materialize(&rec.root, &out, false, &NoProgress).unwrap();
+    b.read()
+        .unwrap()
+        .materialize(&rec.root, &out, false, &NoProgress)
+        .unwrap();
     assert_eq!(
         Store::hash(&out, &IngestOptions::default()).unwrap().root,
         rec.root
     );
-    assert!(b.verify(&[], &NoProgress).unwrap().is_clean());
+    assert!(
+        b.read()
+            .unwrap()
+            .verify(&[], &NoProgress)
+            .unwrap()
+            .is_clean()
+    );
 }
 
 #[test]
@@ -103,7 +112,7 @@ fn a_tampered_object_fails_the_pull_and_binds_nothing() {
     let key = Key::new("app/v1").unwrap();
     a.put(
         &key,
-        &src,
+        Input::Path(&src),
         &IngestOptions::default(),
         Default::default(),
         &NoProgress,
@@ -143,7 +152,13 @@ fn a_tampered_object_fails_the_pull_and_binds_nothing() {
         "names the object: {err}"
     );
     assert!(b.keys("").unwrap().is_empty());
-    assert!(b.verify(&[], &NoProgress).unwrap().is_clean());
+    assert!(
+        b.read()
+            .unwrap()
+            .verify(&[], &NoProgress)
+            .unwrap()
+            .is_clean()
+    );
 }
 
 fn walk(d: &Path) -> Vec<std::path::PathBuf> {
@@ -170,7 +185,7 @@ fn required_signatures_refuse_unsigned_and_untrusted_records() {
     let (_, rec) = a
         .put(
             &key,
-            &src,
+            Input::Path(&src),
             &IngestOptions::default(),
             Default::default(),
             &NoProgress,

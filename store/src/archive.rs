@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use crate::blobs::{PendingBlob, SMALL_BLOB_MAX, StoredBlob};
+use crate::blobs::{PendingBlob, SMALL_BLOB_MAX, Source, StoredBlob};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::ingest::{self, Built, Content, IngestOptions, Node, normal_mode};
@@ -70,28 +70,50 @@ pub(crate) fn ingest(
     archive: &Path,
     opts: &IngestOptions,
 ) -> Result<(Built, Vec<StoredBlob>)> {
-    let parsed = ingest_reader(store, open_decompressed(archive)?, archive, opts, None)?;
+    let tar = TarOptions {
+        ingest: *opts,
+        ..TarOptions::default()
+    };
+    let parsed = ingest_reader(store, open_decompressed(archive)?, archive, &tar)?;
     Ok((parsed.built, parsed.stored))
 }
 
-/// How a container image layer differs from an archive being ingested (see `layers`).
-pub(crate) struct LayerRules {
-    /// Most bytes the layer's (decompressed) tar stream may hold: past it, ingest stops with an
-    /// error (a decompression bomb).
-    pub max_bytes: u64,
-    /// zstd level for the layer's files (a cache, written on first extraction and read back
-    /// at once: speed matters more than size).
-    pub level: i32,
+/// How a tar stream is read into the store, beyond the metadata rules of [`IngestOptions`].
+/// The defaults are those of `put --from-archive`; a caller that reads tar streams with other
+/// rules (say, layers of a stack, whose hardlinks may point into a lower one) sets the rest.
+#[derive(Clone, Debug, Default)]
+pub struct TarOptions {
+    /// Normalized or preserved metadata.
+    pub ingest: IngestOptions,
+    /// A hardlink is kept as a hardlink entry to its target path, which need not be in the
+    /// stream (the caller resolves it); by default it must name an earlier regular file and
+    /// becomes a file of the same content.
+    pub open_hardlinks: bool,
+    /// Most bytes the (decompressed) stream may hold: past it, ingest stops with an error (a
+    /// decompression bomb). `None`: no limit.
+    pub max_bytes: Option<u64>,
+    /// zstd level of the stored contents, instead of the store's (for a cache written and read
+    /// back at once, where speed matters more than size).
+    pub level: Option<i32>,
 }
 
 /// What [`ingest_reader`] built.
+#[derive(Debug)]
+pub struct TarTree {
+    /// The tree of the stream's entries.
+    pub tree: Id,
+    /// Folders that no entry named, made only to hold an entry below them, as `/`-joined paths
+    /// (the empty path is the root), sorted.
+    pub implicit: Vec<Vec<u8>>,
+}
+
+/// What [`ingest_reader`] read, before it is committed.
 pub(crate) struct Parsed {
     /// The trees and totals.
     pub built: Built,
     /// Blobs written, already durable.
     pub stored: Vec<StoredBlob>,
-    /// Folders that no entry named, made only to hold an entry below them, as `/`-joined paths
-    /// (the empty path is the root). Recorded for layers only.
+    /// See [`TarTree::implicit`].
     pub implicit: Vec<Vec<u8>>,
 }
 
@@ -116,23 +138,22 @@ impl<R: Read> Read for Limit<R> {
     }
 }
 
-/// Ingests the tar stream `reader` (already decompressed). `origin` names the source in errors.
-/// With `layer`, the stream is an image layer: hardlinks are kept as paths (their target may
-/// be in a lower layer, resolved when layers are merged), implicitly made folders are recorded,
-/// and the stream's size is limited.
+/// Ingests the tar stream `reader` (already decompressed) by the rules of `tar`. `origin`
+/// names the source in errors.
 pub(crate) fn ingest_reader(
     store: &Store,
     reader: Box<dyn Read + '_>,
     origin: &Path,
-    opts: &IngestOptions,
-    layer: Option<&LayerRules>,
+    tar: &TarOptions,
 ) -> Result<Parsed> {
     let archive = origin;
+    let opts = &tar.ingest;
+    let level = tar.level.unwrap_or(store.blobs.level());
     let hit_limit = Rc::new(Cell::new(false));
-    let limited: Box<dyn Read + '_> = match layer {
-        Some(rules) => Box::new(Limit {
+    let limited: Box<dyn Read + '_> = match tar.max_bytes {
+        Some(max) => Box::new(Limit {
             inner: reader,
-            left: rules.max_bytes,
+            left: max,
             hit: hit_limit.clone(),
         }),
         None => reader,
@@ -144,9 +165,7 @@ pub(crate) fn ingest_reader(
         children: Vec::new(),
     };
     let mut implicit: HashSet<Vec<u8>> = HashSet::new();
-    if layer.is_some() {
-        implicit.insert(Vec::new());
-    }
+    implicit.insert(Vec::new());
     let mut pending: HashMap<Id, PendingBlob> = HashMap::new();
     // Small files read but not yet written (see below), their ids, and their bytes.
     let mut batch: Vec<(Id, Vec<u8>)> = Vec::new();
@@ -156,7 +175,7 @@ pub(crate) fn ingest_reader(
     let limit_reason = || {
         format!(
             "expands past the limit of {} bytes (a decompression bomb?)",
-            layer.map_or(0, |l| l.max_bytes)
+            tar.max_bytes.unwrap_or(u64::MAX)
         )
     };
     let malformed = |entry: Option<String>, reason: String| Error::Archive {
@@ -243,17 +262,23 @@ pub(crate) fn ingest_reader(
                         batch_bytes += buf.len();
                         batch.push((id, buf));
                         if batch_bytes >= BATCH_BYTES {
-                            write_batch(store, &mut batch, &mut pending, layer)?;
+                            write_batch(store, &mut batch, &mut pending, level)?;
                             queued.clear();
                             batch_bytes = 0;
                         }
                     }
                     (id, size)
                 } else {
-                    let level = layer.map_or(store.blobs.level(), |l| l.level);
                     let p = store
                         .blobs
-                        .write_stream_at(&mut entry, want, archive, level)
+                        .write(
+                            Source::Stream {
+                                reader: Box::new(&mut entry),
+                                size_hint: want,
+                                origin: archive,
+                            },
+                            Some(level),
+                        )
                         .map_err(|e| {
                             if hit_limit.get() {
                                 bad(String::new())
@@ -297,8 +322,8 @@ pub(crate) fn ingest_reader(
                     .ok_or_else(|| bad("hardlink without a target".into()))?
                     .into_owned();
                 let tsegs = segments(&target).map_err(|r| bad(format!("hardlink target: {r}")))?;
-                if layer.is_some() {
-                    // The target may live in a lower layer: merging resolves it.
+                if tar.open_hardlinks {
+                    // The target may lie outside the stream: the caller resolves it.
                     if tsegs.is_empty() {
                         return Err(bad("hardlink to the root".into()));
                     }
@@ -356,18 +381,14 @@ pub(crate) fn ingest_reader(
             other => return Err(bad(format!("unsupported entry type {other:?}"))),
         };
         let is_dir = matches!(node, Node::Dir { .. });
-        if layer.is_some() {
-            note_implicit(&root, &mut implicit, &segs);
-        }
+        note_implicit(&root, &mut implicit, &segs);
         insert(&mut root, &segs, node, opts).map_err(bad)?;
-        if layer.is_some() {
-            forget_implicit(&mut implicit, &segs);
-            if !is_dir {
-                // Folders that were below a replaced one are gone with it.
-                let mut below = segs.join(&b'/');
-                below.push(b'/');
-                implicit.retain(|p| !p.starts_with(&below));
-            }
+        forget_implicit(&mut implicit, &segs);
+        if !is_dir {
+            // Folders that were below a replaced one are gone with it.
+            let mut below = segs.join(&b'/');
+            below.push(b'/');
+            implicit.retain(|p| !p.starts_with(&below));
         }
     }
     if hit_limit.get() {
@@ -384,9 +405,9 @@ pub(crate) fn ingest_reader(
     // refused even when the tar inside looks complete.
     std::io::copy(&mut ar.into_inner(), &mut std::io::sink())
         .map_err(|e| malformed(None, format!("corrupt or truncated compressed stream: {e}")))?;
-    write_batch(store, &mut batch, &mut pending, layer)?;
+    write_batch(store, &mut batch, &mut pending, level)?;
     let ids: Vec<Id> = pending.keys().copied().collect();
-    let present = store.present_blobs(&ids)?;
+    let present = store.has_blobs(&ids)?;
     let stored = pending
         .into_values()
         .filter(|p| !present.contains(&p.blob.id))
@@ -416,16 +437,19 @@ fn write_batch(
     store: &Store,
     batch: &mut Vec<(Id, Vec<u8>)>,
     pending: &mut HashMap<Id, PendingBlob>,
-    layer: Option<&LayerRules>,
+    level: i32,
 ) -> Result<()> {
-    let level = layer.map_or(store.blobs.level(), |l| l.level);
     let batch = std::mem::take(batch);
     let ids: Vec<Id> = batch.iter().map(|(id, _)| *id).collect();
-    let present = store.present_blobs(&ids)?;
+    let present = store.has_blobs(&ids)?;
     let written = batch
         .into_par_iter()
         .filter(|(id, _)| !present.contains(id))
-        .map(|(id, buf)| store.blobs.write_content_at(id, buf, level))
+        .map(|(id, content)| {
+            store
+                .blobs
+                .write(Source::Content { id, content }, Some(level))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     for p in written {
         pending.entry(p.blob.id).or_insert(p);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::blobs::BlobError;
 use crate::id::Id;
-use crate::key::KeyError;
+use crate::key::{AttachmentNameError, KeyError};
 use crate::tree::TreeFormatError;
 
 /// Anything a store operation can fail with.
@@ -53,9 +53,29 @@ pub enum Error {
     /// A key that breaks the naming rules.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// An attachment name that breaks the naming rules.
+    #[error(transparent)]
+    AttachmentName(#[from] AttachmentNameError),
     /// No such key in the store.
     #[error("unknown key {0}")]
     UnknownKey(String),
+    /// A key whose record the index holds but cannot read: reported as such, never taken for
+    /// an absent key (which a `get --remote` would pull over).
+    #[error("key {key}: its record in the index is corrupt: {reason}")]
+    CorruptRecord {
+        /// The key.
+        key: String,
+        /// What is wrong with the record.
+        reason: String,
+    },
+    /// A record that changed while the caller was working from an earlier copy of it.
+    #[error("key {key}: its record changed meanwhile ({what}); try again")]
+    RecordChanged {
+        /// The key.
+        key: String,
+        /// What the caller was doing.
+        what: &'static str,
+    },
     /// No such object in the store.
     #[error("object {0} is not in the store")]
     UnknownObject(Id),
@@ -109,6 +129,22 @@ pub enum Error {
         /// What differs.
         reason: String,
     },
+    /// A hardlink in a tree whose target is not a regular file of that tree.
+    #[error("tree {root}: hardlink target {target:?} is not a regular file of the tree")]
+    HardlinkTarget {
+        /// The tree the target path starts from.
+        root: Id,
+        /// The target path.
+        target: String,
+    },
+    /// A tree nested deeper than any path on disk may be (see `tree::MAX_DEPTH`).
+    #[error("tree {root}{}: nested more than {} folders deep", if path.is_empty() { String::new() } else { format!(" at {path:?}") }, crate::tree::MAX_DEPTH)]
+    TooDeep {
+        /// The root of the walk.
+        root: Id,
+        /// The first path found too deep (empty where the depth was computed, not walked).
+        path: String,
+    },
     /// A path inside a tree that does not exist or is not what was asked for.
     #[error("{path:?} in {root}: {reason}")]
     TreePath {
@@ -130,6 +166,29 @@ impl Error {
         }
     }
 }
+
+/// redb's errors convert with `?` inside index code; [`crate::index::Index`] fills in the
+/// index file's path (left empty here) where the transaction ends.
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Error {
+                Error::Index {
+                    path: PathBuf::new(),
+                    source: Box::new(e.into()),
+                }
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// Results of store operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -16,9 +16,9 @@ use tar::{EntryType, Header};
 use crate::blobs::Placement;
 use crate::error::{Error, Result};
 use crate::key::Root;
-use crate::lock::{GcLock, LockMode};
-use crate::store::{Closure, Store};
-use crate::tree::{EntryKind, Meta};
+use crate::session::ReadSession;
+use crate::tree::{Entry, EntryKind, Meta};
+use crate::walk::{self, Step};
 
 /// zstd level for `.tar.zst` exports (fixed: it is part of what makes the bytes reproducible).
 pub const EXPORT_ZSTD_LEVEL: i32 = 3;
@@ -52,21 +52,11 @@ impl ArchiveFormat {
     }
 }
 
-impl Store {
-    /// Writes the tree `root` to `out` as a deterministic archive in `format`.
+impl ReadSession {
+    /// Writes the tree `root` to `out` as a deterministic archive in `format`: into a temp file
+    /// beside `out`, renamed over it only once every blob has been verified. Returns the number
+    /// of entries written.
     pub fn export(&self, root: &Root, out: &Path, format: ArchiveFormat) -> Result<u64> {
-        let lock = self.lock(LockMode::Shared)?;
-        self.export_locked(root, out, format, &lock)
-    }
-
-    /// As [`Store::export`], for a caller that already holds the gc lock.
-    pub fn export_locked(
-        &self,
-        root: &Root,
-        out: &Path,
-        format: ArchiveFormat,
-        _held: &GcLock,
-    ) -> Result<u64> {
         let Root::Tree { id } = root else {
             return Err(Error::Destination {
                 path: out.to_path_buf(),
@@ -76,8 +66,8 @@ impl Store {
                 ),
             });
         };
-        let closure = self.closure(root)?;
-        let places = self.closure_placements(&closure)?;
+        let closure = self.closure(&[*root])?;
+        let places = self.placements(closure.blobs.iter().map(|(id, _)| *id))?;
         let parent = match out.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -104,12 +94,23 @@ impl Store {
                     .write(file, flate2::Compression::new(EXPORT_GZIP_LEVEL)),
             ),
         };
-        let mut builder = tar::Builder::new(sink);
-        let mut path = Vec::new();
+        let mut b = tar::Builder::new(sink);
         let mut entries = 0;
-        let cx = (&closure, &places);
-        self.export_dir(cx, *id, &mut builder, (&mut path, 0), &mut entries, out)?;
-        let mut sink = builder.into_inner().map_err(Error::io(out))?;
+        walk::paths(
+            id,
+            (),
+            |t| closure.tree(t),
+            |_, path, e| {
+                let mut name = path.join(&b'/');
+                if matches!(e.kind, EntryKind::Dir { .. }) {
+                    name.push(b'/');
+                }
+                self.append(&mut b, &name, e, &places, out)?;
+                entries += 1;
+                Ok(Step::Descend(()))
+            },
+        )?;
+        let mut sink = b.into_inner().map_err(Error::io(out))?;
         sink.flush().map_err(Error::io(out))?;
         drop(sink);
         tmp.as_file().sync_all().map_err(Error::io(out))?;
@@ -117,97 +118,71 @@ impl Store {
         Ok(entries)
     }
 
-    fn export_dir(
+    /// Appends the entry `e`, named `name`, to the archive.
+    fn append(
         &self,
-        cx: (&Closure, &HashMap<crate::Id, Placement>),
-        tree_id: crate::Id,
         b: &mut tar::Builder<Box<dyn Write>>,
-        (path, depth): (&mut Vec<u8>, usize),
-        entries: &mut u64,
+        name: &[u8],
+        e: &Entry,
+        places: &HashMap<crate::Id, Placement>,
         out: &Path,
     ) -> Result<()> {
-        let (closure, places) = cx;
-        let tree = closure
-            .trees
-            .get(&tree_id)
-            .ok_or(Error::UnknownObject(tree_id))?;
-        // The walk recurses once per level: a tree from elsewhere (a pull) nested thousands of
-        // levels deep must be an error, not a stack overflow.
-        if depth >= crate::tree::MAX_DEPTH && !tree.entries.is_empty() {
-            return Err(Error::Unsupported {
-                path: std::path::PathBuf::from(String::from_utf8_lossy(path).into_owned()),
-                reason: format!("nested more than {} folders deep", crate::tree::MAX_DEPTH),
-            });
+        let name = Path::new(std::ffi::OsStr::from_bytes(name));
+        let mut h = header(&e.meta);
+        if !e.meta.xattrs.is_empty() {
+            let pax: Vec<(String, &[u8])> = e
+                .meta
+                .xattrs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        format!("SCHILY.xattr.{}", String::from_utf8_lossy(k)),
+                        v.as_slice(),
+                    )
+                })
+                .collect();
+            b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))
+                .map_err(Error::io(out))?;
         }
-        for e in &tree.entries {
-            let mark = path.len();
-            path.extend_from_slice(&e.name);
-            let name = Path::new(std::ffi::OsStr::from_bytes(path));
-            let mut h = header(&e.meta);
-            if !e.meta.xattrs.is_empty() {
-                let pax: Vec<(String, &[u8])> = e
-                    .meta
-                    .xattrs
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            format!("SCHILY.xattr.{}", String::from_utf8_lossy(k)),
-                            v.as_slice(),
-                        )
-                    })
-                    .collect();
-                b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))
-                    .map_err(Error::io(out))?;
+        let r = match &e.kind {
+            EntryKind::Dir { .. } => {
+                h.set_entry_type(EntryType::Directory);
+                b.append_data(&mut h, name, io::empty())
             }
-            let r = match &e.kind {
-                EntryKind::Dir { .. } => {
-                    h.set_entry_type(EntryType::Directory);
-                    path.push(b'/');
-                    let name = Path::new(std::ffi::OsStr::from_bytes(path));
-                    b.append_data(&mut h, name, io::empty())
+            EntryKind::File { size, blob } => {
+                h.set_entry_type(EntryType::Regular);
+                h.set_size(*size);
+                let place = places.get(blob).copied();
+                let mut reader = self.open_blob(blob, Some(*size), place)?;
+                match b.append_data(&mut h, name, &mut reader) {
+                    Ok(()) => Ok(()),
+                    Err(e) => return Err(reader.into_error(e).into()),
                 }
-                EntryKind::File { size, blob } => {
-                    h.set_entry_type(EntryType::Regular);
-                    h.set_size(*size);
-                    let hint = places.get(blob).copied();
-                    let mut reader = self.blobs.open_verified_hinted(blob, Some(*size), hint)?;
-                    match b.append_data(&mut h, name, &mut reader) {
-                        Ok(()) => Ok(()),
-                        Err(e) => return Err(reader.into_error(e).into()),
-                    }
-                }
-                EntryKind::Symlink { target } | EntryKind::Hardlink { target } => {
-                    h.set_entry_type(if matches!(e.kind, EntryKind::Symlink { .. }) {
-                        EntryType::Symlink
-                    } else {
-                        EntryType::Link
-                    });
-                    b.append_link(&mut h, name, Path::new(std::ffi::OsStr::from_bytes(target)))
-                }
-                EntryKind::CharDevice { major, minor }
-                | EntryKind::BlockDevice { major, minor } => {
-                    h.set_entry_type(if matches!(e.kind, EntryKind::CharDevice { .. }) {
-                        EntryType::Char
-                    } else {
-                        EntryType::Block
-                    });
-                    h.set_device_major(*major).map_err(Error::io(out))?;
-                    h.set_device_minor(*minor).map_err(Error::io(out))?;
-                    b.append_data(&mut h, name, io::empty())
-                }
-                EntryKind::Fifo => {
-                    h.set_entry_type(EntryType::Fifo);
-                    b.append_data(&mut h, name, io::empty())
-                }
-            };
-            r.map_err(Error::io(out))?;
-            *entries += 1;
-            if let EntryKind::Dir { tree } = &e.kind {
-                self.export_dir(cx, *tree, b, (path, depth + 1), entries, out)?;
             }
-            path.truncate(mark);
-        }
-        Ok(())
+            EntryKind::Symlink { target } | EntryKind::Hardlink { target } => {
+                h.set_entry_type(if matches!(e.kind, EntryKind::Symlink { .. }) {
+                    EntryType::Symlink
+                } else {
+                    EntryType::Link
+                });
+                b.append_link(&mut h, name, Path::new(std::ffi::OsStr::from_bytes(target)))
+            }
+            EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
+                h.set_entry_type(if matches!(e.kind, EntryKind::CharDevice { .. }) {
+                    EntryType::Char
+                } else {
+                    EntryType::Block
+                });
+                h.set_device_major(*major).map_err(Error::io(out))?;
+                h.set_device_minor(*minor).map_err(Error::io(out))?;
+                b.append_data(&mut h, name, io::empty())
+            }
+            EntryKind::Fifo => {
+                h.set_entry_type(EntryType::Fifo);
+                b.append_data(&mut h, name, io::empty())
+            }
+        };
+        r.map_err(Error::io(out))
     }
 }
 

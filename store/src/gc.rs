@@ -9,17 +9,18 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
 
-use redb::ReadableTable;
 use serde::Serialize;
 
+use crate::blobs::Source;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{BLOBS, KEYS, TREES};
-use crate::key::{KeyRecord, Root};
+use crate::index::{DerivedRow, Reader};
+use crate::key::Root;
 use crate::lock::LockMode;
 use crate::packs::{ENTRY_HEADER_LEN, PackId};
-use crate::store::{Store, decode_checked};
+use crate::store::Store;
 use crate::tree::EntryKind;
+use crate::walk::{self, Load};
 
 /// What gc deleted (or would delete, on a dry run).
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -53,75 +54,16 @@ impl Store {
             ..GcReport::default()
         };
         // Mark.
-        let (dead_trees, dead_blobs, live_blobs, tree_bytes, kept, dead_rows) =
-            self.index.read(|txn| {
-                let keys = txn.open_table(KEYS).map_err(self.index.db())?;
-                let trees = txn.open_table(TREES).map_err(self.index.db())?;
-                let blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
-                let mut live_trees = HashSet::new();
-                let mut live_blobs = HashSet::new();
-                let mut stack = Vec::new();
-                for item in keys.iter().map_err(self.index.db())? {
-                    let (k, v) = item.map_err(self.index.db())?;
-                    let rec: KeyRecord = serde_json::from_slice(v.value()).map_err(|e| {
-                        Error::UnknownKey(format!(
-                            "{} (unreadable record: {e}); gc stopped",
-                            k.value()
-                        ))
-                    })?;
-                    for root in rec.roots() {
-                        match root {
-                            Root::Tree { id } => stack.push(id),
-                            Root::File { id, .. } => {
-                                live_blobs.insert(id);
-                            }
-                        }
-                    }
-                }
-                // Layer trees (see `layers`) live as long as their layer blob: mark until no row
-                // adds a tree (a layer tree's files could, in principle, include another layer).
-                let layer_rows = crate::layers::all_rows(txn, self)?;
-                let mut used_rows = HashSet::new();
-                loop {
-                    self.mark(&trees, &mut stack, &mut live_trees, &mut live_blobs)?;
-                    let before = used_rows.len();
-                    for (layer, tree) in &layer_rows {
-                        if live_blobs.contains(layer) && used_rows.insert(*layer) {
-                            stack.push(*tree);
-                        }
-                    }
-                    if used_rows.len() == before {
-                        break;
-                    }
-                }
-                let dead_rows: Vec<Id> = layer_rows
-                    .iter()
-                    .map(|(layer, _)| *layer)
-                    .filter(|l| !used_rows.contains(l))
-                    .collect();
-                let mut dead_trees = Vec::new();
-                let mut tree_bytes = 0;
-                for item in trees.iter().map_err(self.index.db())? {
-                    let (k, v) = item.map_err(self.index.db())?;
-                    let id = Id(*k.value());
-                    if !live_trees.contains(&id) {
-                        tree_bytes += v.value().len() as u64;
-                        dead_trees.push(id);
-                    }
-                }
-                let mut dead_blobs = Vec::new();
-                for item in blobs.iter().map_err(self.index.db())? {
-                    let (k, _) = item.map_err(self.index.db())?;
-                    let id = Id(*k.value());
-                    if !live_blobs.contains(&id) {
-                        dead_blobs.push(id);
-                    }
-                }
-                let kept = (live_trees.len() + live_blobs.len()) as u64;
-                Ok((
-                    dead_trees, dead_blobs, live_blobs, tree_bytes, kept, dead_rows,
-                ))
-            })?;
+        let marked = self.index.read(mark)?;
+        let Marked {
+            dead_trees,
+            dead_blobs,
+            live_blobs,
+            tree_bytes,
+            kept,
+            dead_derived,
+            dead_aliases,
+        } = marked;
         report.trees = dead_trees.len() as u64;
         report.blobs = dead_blobs.len() as u64;
         report.kept = kept;
@@ -159,18 +101,23 @@ impl Store {
         }
 
         // Sweep: index rows first, then files.
-        if !dead_trees.is_empty() || !dead_blobs.is_empty() || !dead_rows.is_empty() {
-            self.index.write(|txn| {
-                crate::layers::remove_rows(txn, self, &dead_rows)?;
-                let mut trees = txn.open_table(TREES).map_err(self.index.db())?;
-                for id in &dead_trees {
-                    trees.remove(&id.0).map_err(self.index.db())?;
+        if !dead_trees.is_empty()
+            || !dead_blobs.is_empty()
+            || !dead_derived.is_empty()
+            || !dead_aliases.is_empty()
+        {
+            self.index.write(|w| {
+                for row in &dead_derived {
+                    w.remove_derived(row)?;
                 }
-                let mut blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
-                let mut packed = crate::index::packed_for_write(txn).map_err(self.index.db())?;
+                for name in &dead_aliases {
+                    w.remove_alias(name)?;
+                }
+                for id in &dead_trees {
+                    w.remove_tree(id)?;
+                }
                 for id in &dead_blobs {
-                    blobs.remove(&id.0).map_err(self.index.db())?;
-                    packed.remove(&id.0).map_err(self.index.db())?;
+                    w.remove_blob(id)?;
                 }
                 Ok(())
             })?;
@@ -229,24 +176,16 @@ impl Store {
         files: &[(PackId, u64)],
         ignore: Option<&HashSet<Id>>,
     ) -> Result<PackPlan> {
-        let live = self.index.read(|txn| {
+        let live = self.index.read(|r| {
             let mut live: HashMap<PackId, u64> = HashMap::new();
-            let Some(packed) = crate::index::packed_for_read(txn).map_err(self.index.db())? else {
-                return Ok(live);
-            };
-            let blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
-            for item in packed.iter().map_err(self.index.db())? {
-                let (k, v) = item.map_err(self.index.db())?;
-                let id = Id(*k.value());
-                if ignore.is_some_and(|d| d.contains(&id)) {
-                    continue;
+            r.each_blob(|id, (_, stored, _), slot| {
+                if let Some((pack, _)) = slot
+                    && !ignore.is_some_and(|d| d.contains(&id))
+                {
+                    *live.entry(PackId(pack)).or_default() += ENTRY_HEADER_LEN + stored;
                 }
-                let stored = blobs
-                    .get(&id.0)
-                    .map_err(self.index.db())?
-                    .map_or(0, |r| r.value().1);
-                *live.entry(PackId(v.value().0)).or_default() += ENTRY_HEADER_LEN + stored;
-            }
+                Ok(())
+            })?;
             Ok(live)
         })?;
         let mut plan = PackPlan::default();
@@ -264,21 +203,16 @@ impl Store {
     /// there and deletes `pack`. Returns the bytes written, or `None` (pack left as it is, with a
     /// warning) if a blob in it no longer matches its id: `verify` reports that one.
     fn repack(&self, pack: PackId) -> Result<Option<u64>> {
-        let members = self.index.read(|txn| {
-            let mut out = Vec::new();
-            let Some(packed) = crate::index::packed_for_read(txn).map_err(self.index.db())? else {
-                return Ok(out);
-            };
-            let blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
-            for item in packed.iter().map_err(self.index.db())? {
-                let (k, v) = item.map_err(self.index.db())?;
-                if v.value().0 != pack.0 {
-                    continue;
+        let members = self.index.read(|r| {
+            let mut ids = Vec::new();
+            r.each_packed(|id, p, _| {
+                if p == pack.0 {
+                    ids.push(id);
                 }
-                let id = Id(*k.value());
-                if let Some((size, place)) =
-                    crate::index::placement(&blobs, Some(&packed), &id).map_err(self.index.db())?
-                {
+            })?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some((size, place)) = r.placement(&id)? {
                     out.push((id, size, place));
                 }
             }
@@ -287,7 +221,7 @@ impl Store {
         let mut moved = Vec::with_capacity(members.len());
         let mut written = 0;
         for (id, size, place) in members {
-            let (enc, bytes) = match self.blobs.read_encoded(&id, size, Some(place)) {
+            let (enc, bytes) = match self.blobs.read_stored(&id, size, Some(place)) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!("{pack} not rewritten: {e}");
@@ -296,26 +230,24 @@ impl Store {
             };
             let stored = self
                 .blobs
-                .write_encoded(id, size, enc, &bytes)?
+                .write(
+                    Source::Encoded {
+                        id,
+                        size,
+                        encoding: enc,
+                        bytes: &bytes,
+                    },
+                    None,
+                )?
                 .persist(&self.blobs)?;
             written += ENTRY_HEADER_LEN + stored.stored_size;
             moved.push((id, place.pack, stored.pack));
         }
         self.blobs.sync().map_err(Error::io(self.blobs.packs()))?;
-        self.index.write(|txn| {
-            let mut packed = crate::index::packed_for_write(txn).map_err(self.index.db())?;
+        self.index.write(|w| {
             for (id, old, new) in &moved {
-                let (Some(old), Some(new)) = (old, new) else {
-                    continue;
-                };
-                let still = packed
-                    .get(&id.0)
-                    .map_err(self.index.db())?
-                    .is_some_and(|v| v.value() == (old.pack.0, old.offset));
-                if still {
-                    packed
-                        .insert(&id.0, (new.pack.0, new.offset))
-                        .map_err(self.index.db())?;
+                if let (Some(old), Some(new)) = (old, new) {
+                    w.repoint_packed(id, (old.pack.0, old.offset), (new.pack.0, new.offset))?;
                 }
             }
             Ok(())
@@ -323,36 +255,109 @@ impl Store {
         remove_if_present(&self.blobs.pack_path(pack))?;
         Ok(Some(written))
     }
+}
 
-    /// Marks everything reachable from the trees on `stack`.
-    fn mark(
-        &self,
-        trees: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
-        stack: &mut Vec<Id>,
-        live_trees: &mut HashSet<Id>,
-        live_blobs: &mut HashSet<Id>,
-    ) -> Result<()> {
-        while let Some(id) = stack.pop() {
-            if !live_trees.insert(id) {
-                continue;
-            }
-            // A tree we cannot read could hide references: refuse to guess.
-            let Some(bytes) = trees.get(&id.0).map_err(self.index.db())? else {
-                continue;
-            };
-            let tree = decode_checked(id, bytes.value())?;
-            for e in tree.entries {
-                match e.kind {
-                    EntryKind::Dir { tree } => stack.push(tree),
-                    EntryKind::File { blob, .. } => {
-                        live_blobs.insert(blob);
-                    }
-                    _ => {}
+/// What gc's mark found.
+struct Marked {
+    dead_trees: Vec<Id>,
+    dead_blobs: Vec<Id>,
+    live_blobs: HashSet<Id>,
+    /// Encoded bytes of the dead trees.
+    tree_bytes: u64,
+    /// Live objects.
+    kept: u64,
+    dead_derived: Vec<DerivedRow>,
+    dead_aliases: Vec<String>,
+}
+
+/// Marks everything the keys reach (and the derived trees of live blobs), in one read
+/// transaction; everything else is dead.
+fn mark(r: &Reader) -> Result<Marked> {
+    let mut live_trees = HashSet::new();
+    let mut live_blobs = HashSet::new();
+    let mut roots = Vec::new();
+    for rec in r.records("")? {
+        for root in rec.roots() {
+            match root {
+                Root::Tree { id } => roots.push(id),
+                Root::File { id, .. } => {
+                    live_blobs.insert(id);
                 }
             }
         }
-        Ok(())
     }
+    // Derived trees live as long as their source blob: mark until no row adds a tree (a derived
+    // tree's files could, in principle, be the source of another).
+    let derived = r.all_derived()?;
+    let mut used = vec![false; derived.len()];
+    loop {
+        walk::closure(
+            roots.drain(..),
+            |id| {
+                if !live_trees.insert(*id) {
+                    return Ok(Load::Known);
+                }
+                // A tree the index lacks is a hole `verify` reports; what it would reach is
+                // unknown, and nothing else references it.
+                Ok(match r.tree_opt(id)? {
+                    Some(t) => Load::Tree(t),
+                    None => Load::Known,
+                })
+            },
+            |_, tree| {
+                for e in &tree.entries {
+                    if let EntryKind::File { blob, .. } = e.kind {
+                        live_blobs.insert(blob);
+                    }
+                }
+                Ok::<(), Error>(())
+            },
+        )?;
+        for (row, used) in derived.iter().zip(used.iter_mut()) {
+            if !*used && live_blobs.contains(&row.source) {
+                *used = true;
+                roots.push(row.tree);
+            }
+        }
+        if roots.is_empty() {
+            break;
+        }
+    }
+    let dead_derived = derived
+        .into_iter()
+        .zip(used)
+        .filter_map(|(row, used)| (!used).then_some(row))
+        .collect();
+    let mut dead_trees = Vec::new();
+    let mut tree_bytes = 0;
+    r.each_tree(|id, bytes| {
+        if !live_trees.contains(&id) {
+            tree_bytes += bytes.len() as u64;
+            dead_trees.push(id);
+        }
+        Ok(())
+    })?;
+    let mut dead_blobs = Vec::new();
+    r.each_blob(|id, _, _| {
+        if !live_blobs.contains(&id) {
+            dead_blobs.push(id);
+        }
+        Ok(())
+    })?;
+    let dead_aliases = r
+        .all_aliases()?
+        .into_iter()
+        .filter_map(|(name, blob)| (!live_blobs.contains(&blob)).then_some(name))
+        .collect();
+    Ok(Marked {
+        kept: (live_trees.len() + live_blobs.len()) as u64,
+        dead_trees,
+        dead_blobs,
+        live_blobs,
+        tree_bytes,
+        dead_derived,
+        dead_aliases,
+    })
 }
 
 /// Packs up to this size are rewritten as soon as any of their bytes is dead: copying a few

@@ -100,6 +100,26 @@ pub enum Node {
     },
 }
 
+impl Node {
+    /// Appends the blob of every file below this node to `out`; an error if a file's content
+    /// is not [`Content::Stored`] (iterative: nodes may nest deep).
+    pub fn stored_blobs(&self, out: &mut Vec<Id>) -> std::result::Result<(), String> {
+        let mut stack = vec![self];
+        while let Some(node) = stack.pop() {
+            match node {
+                Node::File {
+                    content: Content::Stored { id, .. },
+                    ..
+                } => out.push(*id),
+                Node::File { .. } => return Err("a file whose content is not stored".into()),
+                Node::Other { .. } => {}
+                Node::Dir { children, .. } => stack.extend(children.iter().map(|(_, c)| c)),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Totals gathered while building.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {

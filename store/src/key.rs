@@ -131,7 +131,7 @@ pub struct KeyRecord {
     pub labels: BTreeMap<String, String>,
     /// Files stored next to the output (provenance, SBOMs, logs), by name. Part of the closure.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub attachments: BTreeMap<String, Attachment>,
+    pub attachments: BTreeMap<AttachmentName, Attachment>,
     /// Signatures of the record's fingerprint (see `sign`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<crate::sign::Signature>,
@@ -146,20 +146,68 @@ pub struct Attachment {
     pub size: u64,
 }
 
-/// Checks an attachment name: 1 to 128 characters of `[A-Za-z0-9._-]`, not starting with `.`.
-pub fn check_attachment_name(name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name.len() > 128
-        || name.starts_with('.')
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
-        return Err(format!(
-            "invalid attachment name {name:?}: use 1-128 characters of [A-Za-z0-9._-], not starting with '.'"
-        ));
+/// Longest attachment name, in bytes.
+pub const MAX_ATTACHMENT_NAME_LEN: usize = 128;
+
+/// A validated attachment name: 1 to [`MAX_ATTACHMENT_NAME_LEN`] characters of
+/// `[A-Za-z0-9._-]`, not starting with `.`.
+///
+/// Validated whenever one is made, deserialization included: a record's signature covers its
+/// attachments as `attachment.NAME=…` lines (`sign::fingerprint`), and a name holding `=` or a
+/// newline could make two different records print the same lines.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AttachmentName(String);
+
+/// Why a string is not a valid attachment name.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "invalid attachment name {name:?}: use 1-128 characters of [A-Za-z0-9._-], not starting with '.'"
+)]
+pub struct AttachmentNameError {
+    /// The rejected string.
+    pub name: String,
+}
+
+impl AttachmentName {
+    /// Validates `s` as an attachment name.
+    pub fn new(s: &str) -> Result<AttachmentName, AttachmentNameError> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_ATTACHMENT_NAME_LEN
+            && !s.starts_with('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(AttachmentNameError {
+                name: s.to_string(),
+            });
+        }
+        Ok(AttachmentName(s.to_string()))
     }
-    Ok(())
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AttachmentName {
+    type Error = AttachmentNameError;
+    fn try_from(s: String) -> Result<AttachmentName, AttachmentNameError> {
+        AttachmentName::new(&s)
+    }
+}
+
+impl From<AttachmentName> for String {
+    fn from(n: AttachmentName) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for AttachmentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl KeyRecord {
@@ -225,5 +273,33 @@ mod tests {
         ] {
             assert!(Key::new(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    /// A forged record that moves fingerprint lines into an attachment name is refused when it
+    /// is read, so it never reaches a signature check (see `sign::fingerprint`).
+    #[test]
+    fn attachment_names_are_checked_when_a_record_is_read() {
+        let x = Id::of(b"x");
+        let y = Id::of(b"y");
+        let base = |attachments: String| {
+            format!(
+                r#"{{"key":"app/v1","root":{{"kind":"tree","id":"{x}"}},"created":1,"size":2,"files":3,"labels":{{}},"attachments":{attachments}}}"#
+            )
+        };
+        let honest = base(format!(
+            r#"{{"a":{{"id":"{x}","size":1}},"b":{{"id":"{y}","size":2}}}}"#
+        ));
+        let rec: KeyRecord = serde_json::from_str(&honest).unwrap();
+        assert_eq!(rec.attachments.len(), 2);
+        let forged = base(format!(
+            r#"{{"a={x}:1\nattachment.b":{{"id":"{y}","size":2}}}}"#
+        ));
+        let err = serde_json::from_str::<KeyRecord>(&forged).unwrap_err();
+        assert!(err.to_string().contains("invalid attachment name"), "{err}");
+        for bad in ["", ".hidden", "a=b", "a\nb", "a b", "é"] {
+            assert!(AttachmentName::new(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(AttachmentName::new(&"a".repeat(129)).is_err());
+        AttachmentName::new("sbom.spdx-json_1").unwrap();
     }
 }

@@ -7,23 +7,28 @@
 //! reaches is present.
 //!
 //! ```no_run
-//! use cairn_store::{Key, NoProgress, Store, StoreOptions, IngestOptions};
+//! use cairn_store::{Input, Key, NoProgress, Store, StoreOptions, IngestOptions};
 //! # fn main() -> Result<(), cairn_store::Error> {
 //! let store = Store::open("/tmp/store".as_ref(), StoreOptions::default())?;
 //! let key = Key::new("app/linux-amd64@3f2a")?;
-//! let (_, record) = store.put(&key, "target/release".as_ref(), &IngestOptions::default(),
-//!                             Default::default(), &NoProgress)?;
-//! store.materialize(&record.root, "/tmp/restored".as_ref(), false, &NoProgress)?;
+//! store.put(&key, Input::Path("target/release".as_ref()), &IngestOptions::default(),
+//!           Default::default(), &NoProgress)?;
+//! // A read session holds the gc lock: what it resolves stays until it is dropped.
+//! let session = store.read()?;
+//! let root = session.resolve("app/linux-amd64@3f2a")?;
+//! session.materialize(&root, "/tmp/restored".as_ref(), false, &NoProgress)?;
 //! # Ok(()) }
 //! ```
 //!
-//! The byte formats are documented in `docs/format.md`; the locking scheme in
-//! `docs/architecture.md`.
+//! The byte formats are documented in `docs/format.md`; the locking scheme and the module map
+//! in `docs/architecture.md`.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod archive;
 pub mod blobs;
+mod cat;
 mod error;
 mod export;
 mod gc;
@@ -31,12 +36,13 @@ mod id;
 mod index;
 pub mod ingest;
 mod key;
-mod layers;
-mod lock;
+pub mod lock;
 mod materialize;
-mod oci_index;
 pub mod packs;
 mod progress;
+mod put;
+mod records;
+mod session;
 pub mod sign;
 mod statcache;
 mod store;
@@ -44,7 +50,9 @@ pub mod stream;
 mod transfer;
 pub mod tree;
 mod verify;
+pub mod walk;
 
+pub use archive::{TarOptions, TarTree};
 pub use error::{Error, Result};
 pub use export::ArchiveFormat;
 pub use gc::GcReport;
@@ -52,17 +60,17 @@ pub use id::{ID_PREFIX, Id, IdParseError};
 pub use index::LAYOUT_VERSION;
 pub use ingest::{IngestOptions, Totals};
 pub use key::{
-    Attachment, Key, KeyError, KeyRecord, LogAction, LogEntry, MAX_KEY_LEN, Root,
-    check_attachment_name,
+    Attachment, AttachmentName, AttachmentNameError, Key, KeyError, KeyRecord, LogAction, LogEntry,
+    MAX_ATTACHMENT_NAME_LEN, MAX_KEY_LEN, Root,
 };
-pub use layers::LayerTree;
-pub use lock::GcLock;
 pub use materialize::{MaterializeStats, check_dest_dir};
 pub use progress::{NoProgress, Progress};
+pub use session::{ImportSession, ReadSession, StagedBlob};
 pub use sign::{PublicKey, SecretKey, SignError, Signature};
 pub use store::{
-    Added, Closure, DEFAULT_COMPRESSION_LEVEL, DEFAULT_LOCK_TIMEOUT, Store, StoreOptions,
+    Added, DEFAULT_COMPRESSION_LEVEL, DEFAULT_LOCK_TIMEOUT, Input, Store, StoreOptions,
 };
-pub use transfer::{ClosureObjects, Import, ImportBlob};
+pub use transfer::{Derive, Import};
 pub use tree::{Entry, EntryKind, Meta, Tree};
 pub use verify::{Fault, Problem, VerifyReport};
+pub use walk::Closure;

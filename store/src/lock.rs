@@ -1,4 +1,5 @@
-//! The gc lock: writers and readers share it, `gc` takes it alone.
+//! The gc lock (writers and readers share it, `gc` takes it alone) and the wait-with-backoff
+//! loop every wait for another process uses.
 //!
 //! Two lock files make a turnstile so that a waiting `gc` is not starved by a stream of
 //! overlapping writers: everyone passes through `locks/turnstile` (writers briefly, shared;
@@ -14,16 +15,16 @@ use crate::error::Error;
 /// Longest pause between two attempts to take a lock.
 const MAX_BACKOFF: Duration = Duration::from_millis(25);
 
-/// A held gc lock; released on drop.
+/// A held gc lock; released on drop. Held by sessions (see `session`), never handed out.
 #[derive(Debug)]
-pub struct GcLock {
+pub(crate) struct GcLock {
     _main: File,
     _turnstile: Option<File>,
 }
 
 /// Whether the holder may run alongside others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LockMode {
+pub(crate) enum LockMode {
     /// Any number of writers and readers.
     Shared,
     /// `gc`: nobody else.
@@ -42,8 +43,11 @@ fn open_lock_file(path: &Path) -> Result<File, Error> {
         .map_err(Error::io(path))
 }
 
-/// Calls `attempt` until it returns true or `timeout` passes, backing off between tries.
-pub(crate) fn wait_until(
+/// Calls `attempt` until it returns true or `timeout` passes, backing off between tries (0.5 ms
+/// doubling to 25 ms); after a second it logs that it is waiting for `what` (at `path`), and at
+/// the timeout it fails with [`Error::LockTimeout`]. Every wait for another process (the gc
+/// lock, the index, a remote's ledger) goes through it.
+pub fn wait_until(
     timeout: Duration,
     what: &str,
     path: &Path,
@@ -89,7 +93,7 @@ fn take(file: &File, mode: LockMode, timeout: Duration, path: &Path) -> Result<(
 
 impl GcLock {
     /// Takes the gc lock of the store whose lock folder is `dir`.
-    pub fn acquire(dir: &Path, mode: LockMode, timeout: Duration) -> Result<GcLock, Error> {
+    pub(crate) fn acquire(dir: &Path, mode: LockMode, timeout: Duration) -> Result<GcLock, Error> {
         let turnstile_path = dir.join("turnstile");
         let main_path = dir.join("gc");
         let turnstile = open_lock_file(&turnstile_path)?;

@@ -18,14 +18,15 @@ use std::sync::{Arc, Mutex};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
-use crate::blobs::Placement;
+use crate::blobs::{Placement, copy_verified};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::key::Root;
-use crate::lock::{GcLock, LockMode};
 use crate::progress::Progress;
-use crate::store::{Closure, Store};
-use crate::tree::{EntryKind, Meta};
+use crate::session::ReadSession;
+use crate::store::Store;
+use crate::tree::{Entry, EntryKind, Meta};
+use crate::walk::{self, Closure, Step};
 
 /// The walk waits while this many file writes are queued...
 const MAX_QUEUED_FILES: usize = 4096;
@@ -102,7 +103,7 @@ struct Ctx<'a> {
     files_written: HashSet<Vec<u8>>,
 }
 
-impl Store {
+impl ReadSession {
     /// Writes `root` to `dest`. A tree goes into the folder `dest` (created if absent; if it
     /// exists it must be empty unless `force`, which first deletes what it holds); a single
     /// file is written as the file `dest`. On error, everything written is removed again.
@@ -113,26 +114,13 @@ impl Store {
         force: bool,
         progress: &dyn Progress,
     ) -> Result<MaterializeStats> {
-        let lock = self.lock(LockMode::Shared)?;
-        self.materialize_locked(root, dest, force, progress, &lock)
-    }
-
-    /// As [`Store::materialize`], for a caller that already holds the gc lock (taken with
-    /// [`Store::lock_shared`] before it resolved `root`, so that no gc can run in between).
-    pub fn materialize_locked(
-        &self,
-        root: &Root,
-        dest: &Path,
-        force: bool,
-        progress: &dyn Progress,
-        _held: &GcLock,
-    ) -> Result<MaterializeStats> {
-        let closure = self.closure(root)?;
+        let store = &self.store;
         match root {
-            Root::File { id, executable } => self.materialize_file(*id, *executable, dest, force),
+            Root::File { id, executable } => store.materialize_file(*id, *executable, dest, force),
             Root::Tree { id } => {
+                let closure = self.closure(&[*root])?;
                 let created = prepare_dest_dir(dest, force)?;
-                let result = self.materialize_tree(*id, &closure, dest, progress);
+                let result = store.materialize_tree(*id, &closure, dest, progress);
                 if result.is_err() {
                     if created {
                         let _ = std::fs::remove_dir_all(dest);
@@ -144,7 +132,9 @@ impl Store {
             }
         }
     }
+}
 
+impl Store {
     fn materialize_file(
         &self,
         id: Id,
@@ -171,10 +161,11 @@ impl Store {
             .open(dest)
             .map_err(Error::io(dest))?;
         let mut w = BufWriter::new(&file);
-        let hint = self.placement_of(&id)?;
+        let place = self.placement(&id)?;
         let written = self
             .blobs
-            .read_verified_hinted(&id, None, hint, &mut w)
+            .open(&id, None, place)
+            .and_then(|r| copy_verified(r, &mut w))
             .map_err(Error::from)
             .and_then(|n| w.flush().map(|()| n).map_err(Error::io(dest)));
         drop(w);
@@ -213,7 +204,7 @@ impl Store {
         });
         let sh = Shared {
             store: self,
-            placements: self.closure_placements(closure)?,
+            placements: self.placements(closure.blobs.iter().map(|(id, _)| *id))?,
             as_root,
             default_owner,
             umask: process_umask(),
@@ -243,10 +234,7 @@ impl Store {
         });
         sh.open_dirs.fetch_add(1, Ordering::Relaxed);
         // The walk runs on this thread and hands each file to the pool as it meets it.
-        let walked = rayon::in_place_scope(|scope| {
-            let mut path = Vec::new();
-            cx.walk(id, root_dir, &mut path, scope)
-        });
+        let walked = rayon::in_place_scope(|scope| cx.walk(id, root_dir, scope));
         walked?;
         if let Some(e) = sh.error.lock().expect("not poisoned").take() {
             return Err(e);
@@ -257,19 +245,6 @@ impl Store {
         progress.finish();
         cx.stats.bytes = sh.bytes.load(Ordering::Relaxed);
         Ok(cx.stats)
-    }
-
-    /// Where the index records every blob `closure` reaches, in one read transaction.
-    pub(crate) fn closure_placements(&self, closure: &Closure) -> Result<HashMap<Id, Placement>> {
-        let mut ids = HashSet::new();
-        for t in closure.trees.values() {
-            for e in &t.entries {
-                if let EntryKind::File { blob, .. } = e.kind {
-                    ids.insert(blob);
-                }
-            }
-        }
-        self.placements(ids)
     }
 }
 
@@ -300,11 +275,12 @@ impl Shared<'_> {
         .map_err(errno)?;
         let file = File::from(fd);
         let mut w = BufWriter::with_capacity(IO_BUF_LEN, &file);
-        let hint = self.placements.get(&job.blob).copied();
+        let place = self.placements.get(&job.blob).copied();
         let written = self
             .store
             .blobs
-            .read_verified_hinted(&job.blob, Some(job.size), hint, &mut w)
+            .open(&job.blob, Some(job.size), place)
+            .and_then(|r| copy_verified(r, &mut w))
             .map_err(Error::from)
             .and_then(|n| w.flush().map(|()| n).map_err(Error::io(&job.shown)));
         drop(w);
@@ -423,131 +399,136 @@ impl<'a> Ctx<'a> {
         p
     }
 
+    /// Walks the tree `root` depth-first on this thread: creates folders, symlinks and
+    /// special files at once, and hands each regular file to the pool as it meets it.
     fn walk<'s>(
         &mut self,
-        tree_id: Id,
-        dir: Arc<DirFd<'s>>,
-        path: &mut Vec<Vec<u8>>,
+        root: Id,
+        root_dir: Arc<DirFd<'s>>,
         scope: &rayon::Scope<'s>,
     ) -> Result<()>
     where
         'a: 's,
     {
-        let tree = self
-            .closure
-            .trees
-            .get(&tree_id)
-            .ok_or(Error::UnknownObject(tree_id))?;
-        // One recursion per level: a tree from elsewhere (a pull) nested thousands of levels deep
-        // must be an error, not a stack overflow.
-        if path.len() >= crate::tree::MAX_DEPTH && !tree.entries.is_empty() {
-            return Err(Error::Unsupported {
-                path: self.shown(path),
-                reason: format!("nested more than {} folders deep", crate::tree::MAX_DEPTH),
-            });
-        }
-        for e in &tree.entries {
-            if self.sh.failed.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            path.push(e.name.clone());
-            let shown = self.shown(path);
-            let errno = |err: Errno| Error::io(&shown)(err.into());
-            match &e.kind {
-                EntryKind::Dir { tree } => {
-                    rustix::fs::mkdirat(&dir.fd, e.name.as_slice(), Mode::from_raw_mode(0o700))
-                        .map_err(errno)?;
-                    self.sh.wait_for_room(path.len() + 1);
-                    let fd = rustix::fs::openat(
-                        &dir.fd,
-                        e.name.as_slice(),
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
+        let closure = self.closure;
+        walk::paths(
+            &root,
+            root_dir,
+            |id| closure.tree(id),
+            |dir, path, e| {
+                if self.sh.failed.load(Ordering::Relaxed) {
+                    return Ok(Step::Stop);
+                }
+                self.entry(dir, path, e, scope)
+            },
+        )
+    }
+
+    /// Creates the entry `e` at `path` in the folder `dir` (or queues its write).
+    fn entry<'s>(
+        &mut self,
+        dir: &Arc<DirFd<'s>>,
+        path: &[Vec<u8>],
+        e: &Entry,
+        scope: &rayon::Scope<'s>,
+    ) -> Result<Step<Arc<DirFd<'s>>>>
+    where
+        'a: 's,
+    {
+        let shown = self.shown(path);
+        let errno = |err: Errno| Error::io(&shown)(err.into());
+        match &e.kind {
+            EntryKind::Dir { .. } => {
+                rustix::fs::mkdirat(&dir.fd, e.name.as_slice(), Mode::from_raw_mode(0o700))
                     .map_err(errno)?;
-                    self.stats.dirs += 1;
-                    self.dir_fixups.push((path.clone(), e.meta.clone()));
-                    self.sh.open_dirs.fetch_add(1, Ordering::Relaxed);
-                    let sub = Arc::new(DirFd {
-                        fd,
-                        open: &self.sh.open_dirs,
-                    });
-                    self.walk(*tree, sub, path, scope)?;
-                }
-                EntryKind::File { size, blob } => {
-                    self.files_written.insert(path.join(&b'/'));
-                    let job = FileJob {
-                        dir: dir.clone(),
-                        name: e.name.clone(),
-                        blob: *blob,
-                        size: *size,
-                        meta: e.meta.clone(),
-                        shown,
-                    };
-                    self.sh.wait_for_room(path.len() + 1);
-                    self.sh.queued.fetch_add(1, Ordering::Relaxed);
-                    let sh = self.sh;
-                    scope.spawn(move |_| {
-                        if !sh.failed.load(Ordering::Relaxed)
-                            && let Err(err) = sh.write_file(&job)
-                        {
-                            sh.fail(err);
-                        }
-                        drop(job);
-                        sh.queued.fetch_sub(1, Ordering::Release);
-                    });
-                }
-                EntryKind::Hardlink { target } => {
-                    self.hardlinks
-                        .push((path.clone(), target.clone(), e.meta.clone()));
-                }
-                EntryKind::Symlink { target } => {
-                    rustix::fs::symlinkat(target.as_slice(), &dir.fd, e.name.as_slice())
-                        .map_err(errno)?;
-                    self.stats.symlinks += 1;
-                    self.sh.apply_meta_at(&dir.fd, &e.name, &e.meta, &shown)?;
-                }
-                EntryKind::Fifo | EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } => {
-                    let (ft, dev) = match e.kind {
-                        EntryKind::CharDevice { major, minor } => (
-                            rustix::fs::FileType::CharacterDevice,
-                            rustix::fs::makedev(major, minor),
-                        ),
-                        EntryKind::BlockDevice { major, minor } => (
-                            rustix::fs::FileType::BlockDevice,
-                            rustix::fs::makedev(major, minor),
-                        ),
-                        _ => (rustix::fs::FileType::Fifo, 0),
-                    };
-                    let mode = Mode::from_raw_mode(e.meta.mode & 0o777);
-                    match rustix::fs::mknodat(&dir.fd, e.name.as_slice(), ft, mode, dev) {
-                        Ok(()) => {
-                            self.stats.specials += 1;
-                            self.sh.apply_meta_at(&dir.fd, &e.name, &e.meta, &shown)?;
-                            // mknod applied the umask; the node was just made here, so
-                            // chmod by name cannot reach anything else.
-                            rustix::fs::chmodat(
-                                &dir.fd,
-                                e.name.as_slice(),
-                                Mode::from_raw_mode(e.meta.mode & 0o7777),
-                                AtFlags::empty(),
-                            )
-                            .map_err(errno)?;
-                        }
-                        Err(Errno::PERM) if ft != rustix::fs::FileType::Fifo => {
-                            tracing::warn!(
-                                "{}: skipped device node (creating it needs root)",
-                                shown.display()
-                            );
-                            self.stats.skipped += 1;
-                        }
-                        Err(err) => return Err(errno(err)),
+                self.sh.wait_for_room(path.len() + 1);
+                let fd = rustix::fs::openat(
+                    &dir.fd,
+                    e.name.as_slice(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(errno)?;
+                self.stats.dirs += 1;
+                self.dir_fixups.push((path.to_vec(), e.meta.clone()));
+                self.sh.open_dirs.fetch_add(1, Ordering::Relaxed);
+                return Ok(Step::Descend(Arc::new(DirFd {
+                    fd,
+                    open: &self.sh.open_dirs,
+                })));
+            }
+            EntryKind::File { size, blob } => {
+                self.files_written.insert(path.join(&b'/'));
+                let job = FileJob {
+                    dir: dir.clone(),
+                    name: e.name.clone(),
+                    blob: *blob,
+                    size: *size,
+                    meta: e.meta.clone(),
+                    shown,
+                };
+                self.sh.wait_for_room(path.len() + 1);
+                self.sh.queued.fetch_add(1, Ordering::Relaxed);
+                let sh = self.sh;
+                scope.spawn(move |_| {
+                    if !sh.failed.load(Ordering::Relaxed)
+                        && let Err(err) = sh.write_file(&job)
+                    {
+                        sh.fail(err);
                     }
+                    drop(job);
+                    sh.queued.fetch_sub(1, Ordering::Release);
+                });
+            }
+            EntryKind::Hardlink { target } => {
+                self.hardlinks
+                    .push((path.to_vec(), target.clone(), e.meta.clone()));
+            }
+            EntryKind::Symlink { target } => {
+                rustix::fs::symlinkat(target.as_slice(), &dir.fd, e.name.as_slice())
+                    .map_err(errno)?;
+                self.stats.symlinks += 1;
+                self.sh.apply_meta_at(&dir.fd, &e.name, &e.meta, &shown)?;
+            }
+            EntryKind::Fifo | EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } => {
+                let (ft, dev) = match e.kind {
+                    EntryKind::CharDevice { major, minor } => (
+                        rustix::fs::FileType::CharacterDevice,
+                        rustix::fs::makedev(major, minor),
+                    ),
+                    EntryKind::BlockDevice { major, minor } => (
+                        rustix::fs::FileType::BlockDevice,
+                        rustix::fs::makedev(major, minor),
+                    ),
+                    _ => (rustix::fs::FileType::Fifo, 0),
+                };
+                let mode = Mode::from_raw_mode(e.meta.mode & 0o777);
+                match rustix::fs::mknodat(&dir.fd, e.name.as_slice(), ft, mode, dev) {
+                    Ok(()) => {
+                        self.stats.specials += 1;
+                        self.sh.apply_meta_at(&dir.fd, &e.name, &e.meta, &shown)?;
+                        // mknod applied the umask; the node was just made here, so
+                        // chmod by name cannot reach anything else.
+                        rustix::fs::chmodat(
+                            &dir.fd,
+                            e.name.as_slice(),
+                            Mode::from_raw_mode(e.meta.mode & 0o7777),
+                            AtFlags::empty(),
+                        )
+                        .map_err(errno)?;
+                    }
+                    Err(Errno::PERM) if ft != rustix::fs::FileType::Fifo => {
+                        tracing::warn!(
+                            "{}: skipped device node (creating it needs root)",
+                            shown.display()
+                        );
+                        self.stats.skipped += 1;
+                    }
+                    Err(err) => return Err(errno(err)),
                 }
             }
-            path.pop();
         }
-        Ok(())
+        Ok(Step::Next)
     }
 
     fn open_beneath(&self, segs: &[Vec<u8>]) -> Result<OwnedFd> {
@@ -587,7 +568,7 @@ impl<'a> Ctx<'a> {
         for (path, target, _meta) in std::mem::take(&mut self.hardlinks) {
             let shown = self.shown(&path);
             if !self.files_written.contains(&target) {
-                return Err(Error::Unsupported {
+                return Err(Error::Destination {
                     path: shown,
                     reason: format!(
                         "hardlink target {:?} is not a regular file earlier in the tree",

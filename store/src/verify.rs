@@ -5,18 +5,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use redb::ReadableTable;
 use serde::Serialize;
 
-use crate::blobs::BlobError;
-use crate::error::{Error, Result};
+use crate::blobs::{BlobError, copy_verified};
+use crate::error::Result;
 use crate::id::Id;
-use crate::index::{BLOBS, KEYS, TREES};
-use crate::key::{KeyRecord, Root};
-use crate::lock::{GcLock, LockMode};
+use crate::index::{decode_tree, placement_of};
+use crate::key::Root;
 use crate::progress::Progress;
-use crate::store::{Store, decode_checked};
-use crate::tree::{EntryKind, Tree};
+use crate::session::ReadSession;
+use crate::tree::EntryKind;
+use crate::walk::{self, Load};
 
 /// What kind of fault an object has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -33,10 +32,14 @@ pub enum Fault {
 pub struct Problem {
     /// Corrupt or missing.
     pub fault: Fault,
-    /// `blob`, `tree` or `key`.
+    /// `blob`, `tree` or `record` (a key's record).
     pub object: &'static str,
-    /// The object's id (for a key, its root id).
-    pub id: Id,
+    /// The object's id (none for a record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Id>,
+    /// The key, for a record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Human-readable detail, naming the referrer where there is one.
     pub detail: String,
 }
@@ -71,58 +74,38 @@ impl VerifyReport {
     }
 }
 
-impl Store {
+impl ReadSession {
     /// Verifies the whole store (`roots` empty) or what the given roots reach.
     pub fn verify(&self, roots: &[Root], progress: &dyn Progress) -> Result<VerifyReport> {
-        let lock = self.lock(LockMode::Shared)?;
-        self.verify_locked(roots, progress, &lock)
-    }
-
-    /// As [`Store::verify`], for a caller that already holds the gc lock.
-    pub fn verify_locked(
-        &self,
-        roots: &[Root],
-        progress: &dyn Progress,
-        _held: &GcLock,
-    ) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut problems = Vec::new();
         // Snapshot what the index records, in one short transaction.
-        let (blob_rows, tree_rows, keys) = self.index.read(|txn| {
-            let blobs = txn.open_table(BLOBS).map_err(self.index.db())?;
-            let packed = crate::index::packed_for_read(txn).map_err(self.index.db())?;
+        let (blob_rows, tree_rows, records) = self.store.index.read(|r| {
             let mut blob_rows = HashMap::new();
-            for item in blobs.iter().map_err(self.index.db())? {
-                let (k, v) = item.map_err(self.index.db())?;
-                let id = Id(*k.value());
-                let row = v.value();
-                let place = crate::index::placement_of_row(row, packed.as_ref(), &id)
-                    .map_err(self.index.db())?
-                    .map(|(_, p)| p);
-                blob_rows.insert(id, (row.0, place));
-            }
-            let trees = txn.open_table(TREES).map_err(self.index.db())?;
+            r.each_blob(|id, row, slot| {
+                blob_rows.insert(id, (row.0, placement_of(row, slot)));
+                Ok(())
+            })?;
             let mut tree_rows = HashMap::new();
-            for item in trees.iter().map_err(self.index.db())? {
-                let (k, v) = item.map_err(self.index.db())?;
-                tree_rows.insert(Id(*k.value()), v.value().to_vec());
-            }
-            let keys_t = txn.open_table(KEYS).map_err(self.index.db())?;
-            let mut keys = Vec::new();
-            for item in keys_t.iter().map_err(self.index.db())? {
-                let (k, v) = item.map_err(self.index.db())?;
-                match serde_json::from_slice::<KeyRecord>(v.value()) {
-                    Ok(r) => keys.push(r),
-                    Err(e) => {
-                        return Err(Error::UnknownKey(format!(
-                            "{} (unreadable record: {e})",
-                            k.value()
-                        )));
-                    }
-                }
-            }
-            Ok((blob_rows, tree_rows, keys))
+            r.each_tree(|id, bytes| {
+                tree_rows.insert(id, bytes.to_vec());
+                Ok(())
+            })?;
+            Ok((blob_rows, tree_rows, r.all_records()?))
         })?;
+        let mut keys = Vec::with_capacity(records.len());
+        for (key, rec) in records {
+            match rec {
+                Ok(rec) => keys.push(rec),
+                Err(e) => problems.push(Problem {
+                    fault: Fault::Corrupt,
+                    object: "record",
+                    id: None,
+                    key: Some(key),
+                    detail: e.to_string(),
+                }),
+            }
+        }
 
         let root_list: Vec<(String, Root)> = if roots.is_empty() {
             keys.iter()
@@ -140,16 +123,10 @@ impl Store {
             0
         };
 
-        // Trees: all of them for a full verify, else those reachable from the roots.
-        let mut decoded: HashMap<Id, Tree> = HashMap::new();
+        // Trees: those the roots reach (attributed to the first root that reaches them), and
+        // for a full verify every other tree too.
         let mut want_blobs: HashMap<Id, (Option<u64>, String)> = HashMap::new();
-        let mut stack: Vec<(Id, String)> = Vec::new();
-        if roots.is_empty() {
-            stack.extend(tree_rows.keys().map(|id| (*id, "index".to_string())));
-            for (id, (size, _)) in &blob_rows {
-                want_blobs.insert(*id, (Some(*size), "index".into()));
-            }
-        }
+        let mut starts: Vec<(Id, String)> = Vec::new();
         for (who, root) in &root_list {
             match root {
                 Root::Tree { id } => {
@@ -157,18 +134,20 @@ impl Store {
                         problems.push(Problem {
                             fault: Fault::Missing,
                             object: "tree",
-                            id: *id,
+                            id: Some(*id),
+                            key: None,
                             detail: format!("root of {who} is missing"),
                         });
                     }
-                    stack.push((*id, who.clone()));
+                    starts.push((*id, who.clone()));
                 }
                 Root::File { id, .. } => {
                     if !blob_rows.contains_key(id) {
                         problems.push(Problem {
                             fault: Fault::Missing,
                             object: "blob",
-                            id: *id,
+                            id: Some(*id),
+                            key: None,
                             detail: format!("root of {who} is missing"),
                         });
                     } else {
@@ -177,59 +156,81 @@ impl Store {
                 }
             }
         }
+        if roots.is_empty() {
+            let mut all: Vec<Id> = tree_rows.keys().copied().collect();
+            all.sort();
+            starts.extend(all.into_iter().map(|id| (id, "index".to_string())));
+            for (id, (size, _)) in &blob_rows {
+                want_blobs
+                    .entry(*id)
+                    .or_insert((Some(*size), "index".into()));
+            }
+        }
         let mut visited = HashSet::new();
-        while let Some((id, who)) = stack.pop() {
-            if !visited.insert(id) {
-                continue;
-            }
-            let Some(bytes) = tree_rows.get(&id) else {
-                continue; // reported by whoever referenced it
-            };
-            report.trees += 1;
-            let tree = match decode_checked(id, bytes) {
-                Ok(t) => t,
-                Err(e) => {
-                    problems.push(Problem {
-                        fault: Fault::Corrupt,
-                        object: "tree",
-                        id,
-                        detail: e.to_string(),
-                    });
-                    continue;
-                }
-            };
-            for e in &tree.entries {
-                let name = String::from_utf8_lossy(&e.name);
-                match &e.kind {
-                    EntryKind::File { size, blob } => {
-                        if blob_rows.contains_key(blob) {
-                            want_blobs
-                                .entry(*blob)
-                                .or_insert((Some(*size), who.clone()));
-                        } else {
-                            problems.push(Problem {
-                                fault: Fault::Missing,
-                                object: "blob",
-                                id: *blob,
-                                detail: format!("file {name:?} of tree {id} ({who})"),
-                            });
+        let mut corrupt_trees = Vec::new();
+        for (start, who) in starts {
+            walk::closure(
+                [start],
+                |id| {
+                    if !visited.insert(*id) {
+                        return Ok(Load::Known);
+                    }
+                    let Some(bytes) = tree_rows.get(id) else {
+                        return Ok(Load::Known); // reported by whoever referenced it
+                    };
+                    report.trees += 1;
+                    Ok(match decode_tree(*id, bytes) {
+                        Ok(t) => Load::Tree(t),
+                        Err(e) => {
+                            corrupt_trees.push((*id, e.to_string()));
+                            Load::Known
+                        }
+                    })
+                },
+                |id, tree| {
+                    for e in &tree.entries {
+                        let name = String::from_utf8_lossy(&e.name);
+                        match &e.kind {
+                            EntryKind::File { size, blob } => {
+                                if blob_rows.contains_key(blob) {
+                                    want_blobs
+                                        .entry(*blob)
+                                        .or_insert((Some(*size), who.clone()));
+                                } else {
+                                    problems.push(Problem {
+                                        fault: Fault::Missing,
+                                        object: "blob",
+                                        id: Some(*blob),
+                                        key: None,
+                                        detail: format!("file {name:?} of tree {id} ({who})"),
+                                    });
+                                }
+                            }
+                            EntryKind::Dir { tree: child } if !tree_rows.contains_key(child) => {
+                                problems.push(Problem {
+                                    fault: Fault::Missing,
+                                    object: "tree",
+                                    id: Some(*child),
+                                    key: None,
+                                    detail: format!("directory {name:?} of tree {id} ({who})"),
+                                });
+                            }
+                            _ => {}
                         }
                     }
-                    EntryKind::Dir { tree: child } => {
-                        if !tree_rows.contains_key(child) {
-                            problems.push(Problem {
-                                fault: Fault::Missing,
-                                object: "tree",
-                                id: *child,
-                                detail: format!("directory {name:?} of tree {id} ({who})"),
-                            });
-                        }
-                        stack.push((*child, who.clone()));
-                    }
-                    _ => {}
-                }
-            }
-            decoded.insert(id, tree);
+                    Ok::<(), std::convert::Infallible>(())
+                },
+            )
+            .unwrap_or_else(|never| match never {});
+        }
+        for (id, detail) in corrupt_trees {
+            problems.push(Problem {
+                fault: Fault::Corrupt,
+                object: "tree",
+                id: Some(id),
+                key: None,
+                detail,
+            });
         }
 
         // Blobs: re-hash each in parallel.
@@ -254,9 +255,11 @@ impl Store {
                             break;
                         };
                         let hint = blob_rows.get(id).and_then(|r| r.1);
-                        let r =
-                            self.blobs
-                                .read_verified_hinted(id, *size, hint, &mut std::io::sink());
+                        let r = self
+                            .store
+                            .blobs
+                            .open(id, *size, hint)
+                            .and_then(|reader| copy_verified(reader, &mut std::io::sink()));
                         progress.advance(1);
                         done.lock().expect("not poisoned").push((i, r));
                     }
@@ -277,18 +280,20 @@ impl Store {
                 Err(BlobError::Missing(_)) => problems.push(Problem {
                     fault: Fault::Missing,
                     object: "blob",
-                    id,
+                    id: Some(id),
+                    key: None,
                     detail: format!("indexed but its file is gone ({who})"),
                 }),
                 Err(e) => problems.push(Problem {
                     fault: Fault::Corrupt,
                     object: "blob",
-                    id,
+                    id: Some(id),
+                    key: None,
                     detail: e.to_string(),
                 }),
             }
         }
-        problems.sort_by(|a, b| a.id.cmp(&b.id).then(a.detail.cmp(&b.detail)));
+        problems.sort_by(|a, b| (&a.id, &a.key, &a.detail).cmp(&(&b.id, &b.key, &b.detail)));
         problems.dedup();
         report.problems = problems;
         Ok(report)

@@ -3,7 +3,7 @@
 use std::fs;
 
 use cairn_store::blobs::SMALL_BLOB_MAX;
-use cairn_store::{Error, Import, IngestOptions, Key, NoProgress, Store, StoreOptions};
+use cairn_store::{Error, Import, IngestOptions, Input, Key, NoProgress, Store, StoreOptions};
 
 fn stores() -> (tempfile::TempDir, Store, Store) {
     let t = tempfile::tempdir().unwrap();
@@ -40,27 +40,30 @@ fn import_binds_only_complete_closures() {
     let (_, rec) = a
         .put(
             &key,
-            &src,
+            Input::Path(&src),
             &IngestOptions::default(),
             Default::default(),
             &NoProgress,
         )
         .unwrap();
-    let closure = a.closure_objects(&rec.root).unwrap();
+    let reader = a.read().unwrap();
+    let closure = reader.record_closure(&rec).unwrap();
     assert_eq!(closure.blobs.len(), 2, "duplicate content listed once");
     assert_eq!(closure.trees.len(), 2);
+    let trees: Vec<_> = closure
+        .order
+        .iter()
+        .map(|id| (*id, closure.trees[id].encode().unwrap()))
+        .collect();
 
     // Missing a blob: refused, nothing bound.
-    let lock = b.lock_shared().unwrap();
-    let err = b
-        .import(
-            Import {
-                blobs: vec![],
-                trees: closure.trees.clone(),
-                bind: Some(rec.clone()),
-            },
-            &lock,
-        )
+    let session = b.import().unwrap();
+    let err = session
+        .commit(Import {
+            trees: trees.clone(),
+            bind: Some(rec.clone()),
+            ..Import::default()
+        })
         .unwrap_err();
     assert!(matches!(err, Error::UnknownObject(_)), "{err}");
     assert!(b.keys("").unwrap().is_empty());
@@ -69,34 +72,38 @@ fn import_binds_only_complete_closures() {
     let mut blobs = Vec::new();
     for (id, size) in &closure.blobs {
         if *size <= SMALL_BLOB_MAX {
-            let (enc, bytes) = a.read_blob_encoded(id, *size, None).unwrap();
-            blobs.push(b.stage_encoded(*id, *size, enc, &bytes).unwrap());
+            let (enc, bytes) = reader.read_stored(id, *size, None).unwrap();
+            blobs.push(session.stage_encoded(*id, *size, enc, &bytes).unwrap());
         } else {
-            let r = a.open_blob(id, *size).unwrap();
-            blobs.push(b.stage_stream(*id, *size, r, "test").unwrap());
+            let r = reader.open_blob(id, Some(*size), None).unwrap();
+            blobs.push(
+                session
+                    .stage_stream(r, *size, Some((*id, *size)), "test")
+                    .unwrap(),
+            );
         }
     }
-    let bound = b
-        .import(
-            Import {
-                blobs,
-                trees: closure.trees,
-                bind: Some(rec.clone()),
-            },
-            &lock,
-        )
+    let bound = session
+        .commit(Import {
+            blobs,
+            trees,
+            bind: Some(rec.clone()),
+            ..Import::default()
+        })
         .unwrap()
         .unwrap();
-    drop(lock);
+    drop(session);
     assert_eq!(bound.root, rec.root);
     let out = t.path().join("out");
-    b.materialize(&bound.root, &out, false, &NoProgress)
+    let read_b = b.read().unwrap();
+    read_b
+        .materialize(&bound.root, &out, false, &NoProgress)
         .unwrap();
     assert_eq!(
         fs::read(out.join("d/dup.txt")).unwrap(),
         fs::read(src.join("d/dup.txt")).unwrap()
     );
-    assert!(b.verify(&[], &NoProgress).unwrap().is_clean());
+    assert!(read_b.verify(&[], &NoProgress).unwrap().is_clean());
 }
 
 #[test]
@@ -104,7 +111,14 @@ fn staging_a_stream_that_lies_is_refused() {
     let (_t, a, _b) = stores();
     let id = cairn_store::Id::of(b"the real content");
     let err = a
-        .stage_stream(id, 16, &b"some other bytes"[..], "remote object x")
+        .import()
+        .unwrap()
+        .stage_stream(
+            &b"some other bytes"[..],
+            16,
+            Some((id, 16)),
+            "remote object x",
+        )
         .unwrap_err();
     assert!(err.to_string().contains("remote object x"), "{err}");
 }

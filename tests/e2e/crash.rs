@@ -376,6 +376,17 @@ fn kill_9_during_gc_never_loses_a_reachable_object() {
         "kill during gc: estimate at the end {:?}; {phases}",
         clock.estimate
     );
+    // A kill before the commit may have landed before gc did anything at all; one after the
+    // commit, with the process still running, landed mid-way for certain.
+    let mid_way = stats
+        .iter()
+        .filter(|(landed, _)| landed.starts_with("killed after"))
+        .map(|(_, n)| n)
+        .sum::<u32>();
+    assert!(
+        mid_way > 0,
+        "no kill landed between gc's index commit and its end: the test tested nothing"
+    );
     let last = format!("g/{}", ITERATIONS + 1);
     env.ok(&["rm", &last]);
     models.remove(&last);
@@ -479,7 +490,7 @@ fn kill_9_while_creating_a_store_leaves_it_usable() {
     let mut put_clock = KillClock {
         estimate: timed(&cal, &["put", "k", src_s]),
     };
-    let (mut killed, mut finished) = (0, 0);
+    let (mut killed, mut finished, mut mid_way) = (0, 0, 0);
     let mut broken = Vec::new();
     for i in 0..ITERATIONS {
         let env = Env::new();
@@ -496,6 +507,11 @@ fn kill_9_while_creating_a_store_leaves_it_usable() {
             End::Killed => killed += 1,
             End::Finished => finished += 1,
         }
+        // The lock files are made last: a store folder without them is a creation that the
+        // kill interrupted.
+        if env.store().exists() && !env.store().join("locks/gc").exists() {
+            mid_way += 1;
+        }
         let out = env.run(&["put", "k", src_s]);
         if !out.status.success() {
             broken.push(format!(
@@ -509,11 +525,15 @@ fn kill_9_while_creating_a_store_leaves_it_usable() {
         check_keys(&env, &sources, &ctx);
     }
     eprintln!(
-        "kill during store creation: {killed} killed, {finished} finished before the kill; \
-         {} stores left unusable",
+        "kill during store creation: {killed} killed ({mid_way} while the store was being \
+         created), {finished} finished before the kill; {} stores left unusable",
         broken.len()
     );
     assert!(broken.is_empty(), "{}", broken.join("\n"));
+    assert!(
+        mid_way > 0,
+        "no kill landed while a store was being created: the test tested nothing"
+    );
 }
 
 /// What a SIGKILL during the index's creation leaves (found by the test above): redb sizes

@@ -8,7 +8,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::common::{Env, assert_one_error_line, names_under, s, sample_tree, sha256_hex, write};
+use crate::common::{
+    Env, assert_one_error_line, names_under, noise, s, sample_tree, sha256_hex, write,
+};
 
 /// A path of more than 100 bytes (the ustar name field) and a symlink target of more than 100.
 const LONG_DIR: &str = "long/dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
@@ -872,24 +874,33 @@ fn a_preserved_tree_round_trips_through_export_and_import() {
 fn a_reader_that_leaves_early_ends_cairn_quietly() {
     use std::os::unix::process::ExitStatusExt;
     let env = Env::new();
-    // The completion script is far larger than a pipe buffer, so writes hit the closed pipe.
-    let mut child = env
-        .cmd()
-        .args(["completions", "bash"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(
-        out.status.success() || out.status.code() == Some(141),
-        "{:?}: {stderr}",
-        out.status
-    );
-    assert_eq!(out.status.signal(), None, "a signal ended cairn");
+    let src = env.path("src");
+    write(&src, "big.bin", &noise(2 << 20, 9));
+    for i in 0..3000 {
+        write(&src, &format!("many/{i:05}.txt"), b"x");
+    }
+    env.ok(&["put", "k", s(&src)]);
+    for args in [
+        // Far larger than a pipe buffer: writes hit the closed pipe whenever it closes.
+        vec!["completions", "bash"],
+        vec!["cat", "k", "big.bin"],
+        vec!["show", "-r", "k"],
+        vec!["--json", "show", "-r", "k"],
+    ] {
+        let mut child = env
+            .cmd()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.signal(), None, "{args:?}: a signal ended cairn");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
 }
 
 #[test]

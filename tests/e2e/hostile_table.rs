@@ -989,6 +989,49 @@ fn cases() -> Vec<Case> {
     );
     add(
         "remote",
+        "a signed record whose two attachments are forged into one (same fingerprint lines)",
+        tampered(
+            |bed, p, remote| {
+                let a = p.path("src/a");
+                write(&a, "out.txt", b"output\n");
+                let keys = p.path("keys");
+                p.ok(&["key", "generate", "ci", "--dir", s(&keys)]);
+                let secret = keys.join("ci.secret");
+                let line = p.ok(&["key", "show", s(&secret)]);
+                std::fs::write(bed.input("ci.pub"), line).unwrap();
+                let files = p.path("attached");
+                write(&files, "x", b"1");
+                write(&files, "y", b"22");
+                p.ok(&["put", KEY, s(&a)]);
+                p.ok(&["attach", KEY, "a", s(&files.join("x"))]);
+                p.ok(&[
+                    "attach",
+                    KEY,
+                    "b",
+                    s(&files.join("y")),
+                    "--sign",
+                    s(&secret),
+                ]);
+                p.ok(&["push", &format!("file://{}", remote.display()), KEY]);
+            },
+            |bed, remote| {
+                trust(bed, &["ci"]);
+                // {a: (X,1), b: (Y,2)} becomes the one attachment "a=X:1\nattachment.b" ->
+                // (Y,2): printed unescaped, both give the fingerprint lines
+                // "attachment.a=X:1" and "attachment.b=Y:2".
+                let mut rec = record(remote, KEY);
+                let atts = rec["record"]["attachments"].clone();
+                let x = atts["a"]["id"].as_str().unwrap().to_string();
+                let forged_name = format!("a={x}:1\nattachment.b");
+                rec["record"]["attachments"] = serde_json::json!({ forged_name: atts["b"] });
+                set_record(remote, KEY, &rec);
+            },
+            KEY,
+        ),
+        refused(&[KEY, "is corrupt", "invalid attachment name"]),
+    );
+    add(
+        "remote",
         "a record signed by an untrusted key",
         tampered(
             publish_two(Some("evil")),

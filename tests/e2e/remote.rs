@@ -1913,3 +1913,71 @@ fn http_remote_is_read_only_and_needs_range_requests() {
         "{test}: the served folder changed"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Credentials.
+
+/// An S3 remote with no credentials anywhere says so, naming where cairn looked, instead of
+/// reporting the failed instance-metadata request it fell back to; credentials in the shared
+/// credentials file (a profile) are found and used.
+#[test]
+fn an_s3_remote_without_credentials_says_where_it_looked() {
+    let Some(b) = Backend::new(Kind::S3, "no_credentials") else {
+        return;
+    };
+    let site = Site::new();
+    site.add("s3", &b, &[]);
+    let src = site.env.path("src");
+    small_files(&src, "creds", 5, 1);
+    site.ok(&["put", "k", s(&src)]);
+    let home = site.env.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    // No credentials in the environment, no ~/.aws, and an instance metadata service that
+    // refuses connections (the real one is unreachable here, and slow to time out).
+    let without = |extra: &[(&str, String)]| {
+        let mut c = site.cmd(&["--retries", "0", "push", "s3", "k"]);
+        c.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SHARED_CREDENTIALS_FILE")
+            .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            .env("HOME", &home)
+            .env(
+                "AWS_METADATA_ENDPOINT",
+                format!("http://127.0.0.1:{}", closed_port()),
+            );
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().expect("run cairn")
+    };
+    let out = without(&[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_one_error_line(
+        &stderr,
+        &[
+            "no credentials found",
+            "AWS_ACCESS_KEY_ID",
+            "~/.aws/credentials",
+            "instance metadata",
+            &b.url(),
+        ],
+    );
+    // A profile in the shared credentials file is used.
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::write(
+        home.join(".aws/credentials"),
+        "[default]\naws_access_key_id = nobody\naws_secret_access_key = nothing\n\n\
+         [ci]\naws_access_key_id = test\naws_secret_access_key = test\n",
+    )
+    .unwrap();
+    let out = without(&[("AWS_PROFILE", "ci".into())]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A profile the file lacks is an error that names it.
+    let out = without(&[("AWS_PROFILE", "missing".into())]);
+    assert_one_error_line(&text(&out.stderr), &["AWS_PROFILE=missing", "credentials"]);
+}

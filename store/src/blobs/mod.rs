@@ -11,32 +11,26 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
+mod codec;
+mod hash;
+mod verified;
+
+pub use codec::{
+    COMPRESS_IF_AT_MOST_TENTHS, MULTITHREAD_COMPRESS_MIN, PROBE_LEN, PROBE_LEVEL, compress_frame,
+    decompress_exact,
+};
+pub use hash::{hash_file, hash_file_sized};
+pub use verified::{VerifiedReader, copy_verified};
+
+use codec::{MIN_COMPRESS_LEN, MT_JOB_SIZE, MtToken, compress, compress_small};
+use verified::{check_content, decode_checked};
+
 use crate::id::Id;
 use crate::packs::{OpenPack, PackId, PackSlot, Packer};
 
-/// Bytes read from the start of a blob to decide whether compressing it pays.
-pub const PROBE_LEN: usize = 128 * 1024;
-
-/// Compression must shrink the probe to at most this many tenths of its size to be used.
-pub const COMPRESS_IF_AT_MOST_TENTHS: usize = 9;
-
-/// zstd level of the compression probe (capped by the store's level).
-pub const PROBE_LEVEL: i32 = 3;
-
-/// Files at least this large are compressed with zstd's worker threads as well.
-pub const MULTITHREAD_COMPRESS_MIN: u64 = 32 * 1024 * 1024;
-
-/// Bytes per job of a multithreaded compression. zstd's default at level 3 (8 MiB) keeps
-/// several jobs' input and output buffers alive at once (about 60 MB with two workers); 2 MiB
-/// jobs keep two cores just as busy with about a quarter of that.
-const MT_JOB_SIZE: u32 = 2 * 1024 * 1024;
-
 /// Blobs up to this size are compressed and decompressed whole in memory, with a per-thread
-/// reusable zstd context; larger ones stream.
+/// reusable zstd context, and kept in pack files; larger ones stream, each to a file of its own.
 pub const SMALL_BLOB_MAX: u64 = 1024 * 1024;
-
-/// Below this size compression is never tried (a zstd frame's overhead would eat any gain).
-const MIN_COMPRESS_LEN: usize = 64;
 
 /// Name prefix of temp files inside the fan-out folders (never a blob name).
 pub const TEMP_PREFIX: &str = ".tmp-";
@@ -150,32 +144,6 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BlobError + '_ {
     }
 }
 
-/// Decompresses a zstd small blob and checks it against `id` and `size`.
-fn decode_checked(id: &Id, size: u64, frame: &[u8]) -> Result<Vec<u8>, BlobError> {
-    let content = decompress_exact(frame, size).map_err(|e| BlobError::Corrupt {
-        id: *id,
-        reason: format!("does not decompress to {size} bytes: {e}"),
-    })?;
-    check_content(id, size, &content)?;
-    Ok(content)
-}
-
-/// Checks content (a raw blob's stored bytes, or a decoded frame) against `id` and `size`.
-fn check_content(id: &Id, size: u64, content: &[u8]) -> Result<(), BlobError> {
-    let corrupt = |reason: String| BlobError::Corrupt { id: *id, reason };
-    if content.len() as u64 != size {
-        return Err(corrupt(format!(
-            "{} bytes where {size} were recorded",
-            content.len()
-        )));
-    }
-    let got = Id::of(content);
-    if got != *id {
-        return Err(corrupt(format!("content hashes to {got}")));
-    }
-    Ok(())
-}
-
 /// A blob's stored bytes as [`BlobDir::find`] found them.
 enum Found {
     /// Its own file, open at the start.
@@ -229,6 +197,48 @@ impl PendingBlob {
     }
 }
 
+/// Where the content of a blob being written comes from (see [`BlobDir::write`]).
+pub enum Source<'a> {
+    /// Content in memory, at most [`SMALL_BLOB_MAX`] bytes, whose id the caller has just
+    /// computed from exactly these bytes (so it is not hashed again).
+    Content {
+        /// BLAKE3 of `content`.
+        id: Id,
+        /// The bytes.
+        content: Vec<u8>,
+    },
+    /// A stream (an archive member, a download), hashed as it is written.
+    Stream {
+        /// The content.
+        reader: Box<dyn Read + 'a>,
+        /// Expected length (0 if unknown); it only picks the strategy.
+        size_hint: u64,
+        /// Names the source in errors.
+        origin: &'a Path,
+    },
+    /// A file that hashed to `expect` beforehand. It is hashed again as it is copied, so a
+    /// file that changed in between is [`BlobError::Changed`], never a blob under the wrong id.
+    File {
+        /// The file.
+        path: &'a Path,
+        /// Its id when it was hashed.
+        expect: Id,
+        /// Its length then (it only picks the strategy).
+        len: u64,
+    },
+    /// A blob in a stored form that the caller has checked against `id` and `size`.
+    Encoded {
+        /// Its id.
+        id: Id,
+        /// Its content size.
+        size: u64,
+        /// How `bytes` encode it.
+        encoding: Encoding,
+        /// The stored form.
+        bytes: &'a [u8],
+    },
+}
+
 /// The blob directory of a store, its pack folder and its temporary directory (all on the same
 /// filesystem).
 #[derive(Clone, Debug)]
@@ -249,7 +259,7 @@ const MAX_OPEN_PACKS: usize = 64;
 impl BlobDir {
     /// Opens (and creates, if needed) the blob directory `root` with its fan-out folders,
     /// using `packs` for pack files, `tmp` for writes in progress and zstd level `level`.
-    pub fn open(root: PathBuf, packs: PathBuf, tmp: PathBuf, level: i32) -> io::Result<BlobDir> {
+    pub fn at(root: PathBuf, packs: PathBuf, tmp: PathBuf, level: i32) -> io::Result<BlobDir> {
         if !root.join("ff").is_dir() {
             for i in 0..=255u8 {
                 fs::create_dir_all(root.join(format!("{i:02x}")))?;
@@ -336,120 +346,95 @@ impl BlobDir {
         &self.tmp
     }
 
-    /// Stores the file at `src`, which was hashed to `expect` beforehand. The content is hashed
-    /// again as it is copied, so a file that changed in between is an error, never a blob under
-    /// the wrong id.
-    pub fn write_file(&self, src: &Path, expect: Id) -> Result<StoredBlob, BlobError> {
-        let len = fs::metadata(src).map_err(io_at(src))?.len();
-        self.write_file_sized(src, expect, len)
-    }
-
-    /// [`BlobDir::write_file`] for a file whose length the caller has just read (it only picks
-    /// the strategy: the content is hashed and checked whatever its length turns out to be).
-    pub fn write_file_sized(
-        &self,
-        src: &Path,
-        expect: Id,
-        len: u64,
-    ) -> Result<StoredBlob, BlobError> {
-        let file = File::open(src).map_err(io_at(src))?;
-        let pending = self.write_reader(file, len, src, self.level)?;
-        if pending.blob.id != expect {
-            // Dropping the pending blob deletes its temp file.
-            return Err(BlobError::Changed {
-                path: src.to_path_buf(),
-            });
-        }
-        pending.persist(self)
-    }
-
     /// The zstd level blobs are compressed at.
     pub fn level(&self) -> i32 {
         self.level
     }
 
-    /// Writes whatever `reader` yields (for example an archive member) to a temp file and
-    /// returns it as a [`PendingBlob`]: the caller persists it, or drops it if the store already
-    /// has that blob (a present blob is never rewritten). `origin` names the source in errors.
-    /// `size_hint` is the expected length (0 if unknown); it only picks the strategy.
-    pub fn write_stream(
-        &self,
-        reader: impl Read,
-        size_hint: u64,
-        origin: &Path,
-    ) -> Result<PendingBlob, BlobError> {
-        self.write_reader(reader, size_hint, origin, self.level)
-    }
-
-    /// [`BlobDir::write_stream`] compressing at `level` instead of the store's level (the
-    /// raw-or-zstd decision is the same: it is made at the store's level). For derived data that
-    /// is written often and read back soon, such as decomposed image layers.
-    pub fn write_stream_at(
-        &self,
-        reader: impl Read,
-        size_hint: u64,
-        origin: &Path,
-        level: i32,
-    ) -> Result<PendingBlob, BlobError> {
-        self.write_reader(reader, size_hint, origin, level)
-    }
-
-    fn write_reader(
-        &self,
-        mut reader: impl Read,
-        size_hint: u64,
-        origin: &Path,
-        level: i32,
-    ) -> Result<PendingBlob, BlobError> {
-        if size_hint > 0 && size_hint <= SMALL_BLOB_MAX {
-            let mut buf = Vec::with_capacity(size_hint as usize + 1);
-            (&mut reader)
-                .take(SMALL_BLOB_MAX + 1)
-                .read_to_end(&mut buf)
-                .map_err(io_at(origin))?;
-            if buf.len() as u64 <= SMALL_BLOB_MAX {
-                return self.write_small(buf, level);
+    /// Writes a blob from `src` as a [`PendingBlob`]: the caller persists it, or drops it if
+    /// the store already has that blob (a present blob is never rewritten). Small blobs go to
+    /// the current pack, large ones to a temp file. `level` overrides the store's zstd level
+    /// (the raw-or-zstd decision is the same either way: it is made at the store's level).
+    pub fn write(&self, src: Source<'_>, level: Option<i32>) -> Result<PendingBlob, BlobError> {
+        let level = level.unwrap_or(self.level);
+        match src {
+            Source::Content { id, content } => {
+                debug_assert!(content.len() as u64 <= SMALL_BLOB_MAX);
+                debug_assert_eq!(id, Id::of(&content));
+                self.write_small(id, content, level)
             }
-            // It grew past the small limit while we read it: stream what we have and the rest.
-            return self.write_streaming(
-                io::Cursor::new(buf).chain(reader),
+            Source::Stream {
+                mut reader,
                 size_hint,
                 origin,
-                level,
-            );
+            } => {
+                if size_hint > 0 && size_hint <= SMALL_BLOB_MAX {
+                    let mut buf = Vec::with_capacity(size_hint as usize + 1);
+                    (&mut reader)
+                        .take(SMALL_BLOB_MAX + 1)
+                        .read_to_end(&mut buf)
+                        .map_err(io_at(origin))?;
+                    if buf.len() as u64 <= SMALL_BLOB_MAX {
+                        return self.write_small(Id::of(&buf), buf, level);
+                    }
+                    // It grew past the small limit while we read it: stream what we have and
+                    // the rest.
+                    return self.write_streaming(
+                        io::Cursor::new(buf).chain(reader),
+                        size_hint,
+                        origin,
+                        level,
+                    );
+                }
+                self.write_streaming(reader, size_hint, origin, level)
+            }
+            Source::File { path, expect, len } => {
+                let file = File::open(path).map_err(io_at(path))?;
+                let pending = self.write(
+                    Source::Stream {
+                        reader: Box::new(file),
+                        size_hint: len,
+                        origin: path,
+                    },
+                    Some(level),
+                )?;
+                if pending.blob.id != expect {
+                    // Dropping the pending blob deletes its temp file.
+                    return Err(BlobError::Changed {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Ok(pending)
+            }
+            Source::Encoded {
+                id,
+                size,
+                encoding,
+                bytes,
+            } => {
+                if size <= SMALL_BLOB_MAX {
+                    return self.append_packed(id, size, encoding, bytes);
+                }
+                let mut tmp = self.temp_for(&id)?;
+                tmp.as_file_mut()
+                    .write_all(bytes)
+                    .map_err(io_at(tmp.path()))?;
+                Ok(PendingBlob {
+                    blob: StoredBlob {
+                        id,
+                        size,
+                        stored_size: bytes.len() as u64,
+                        encoding,
+                        pack: None,
+                    },
+                    place: Pending::File(tmp.into_temp_path()),
+                })
+            }
         }
-        self.write_streaming(reader, size_hint, origin, level)
     }
 
-    /// Stores a blob held in memory: one compression with a reused context, one write.
-    fn write_small(&self, content: Vec<u8>, level: i32) -> Result<PendingBlob, BlobError> {
-        let id = Id::of(&content);
-        self.write_small_hashed(id, content, level)
-    }
-
-    /// Stores a small blob (at most [`SMALL_BLOB_MAX`] bytes) held in memory whose id the caller
-    /// has just computed from exactly these bytes (so it is not hashed again).
-    pub fn write_content(&self, id: Id, content: Vec<u8>) -> Result<PendingBlob, BlobError> {
-        self.write_content_at(id, content, self.level)
-    }
-
-    /// [`BlobDir::write_content`] at zstd level `level` (see [`BlobDir::write_stream_at`]).
-    pub fn write_content_at(
-        &self,
-        id: Id,
-        content: Vec<u8>,
-        level: i32,
-    ) -> Result<PendingBlob, BlobError> {
-        debug_assert!(content.len() as u64 <= SMALL_BLOB_MAX);
-        self.write_small_hashed(id, content, level)
-    }
-
-    fn write_small_hashed(
-        &self,
-        id: Id,
-        content: Vec<u8>,
-        level: i32,
-    ) -> Result<PendingBlob, BlobError> {
+    /// Stores a small blob held in memory: one compression with a reused context, one append.
+    fn write_small(&self, id: Id, content: Vec<u8>, level: i32) -> Result<PendingBlob, BlobError> {
         let size = content.len() as u64;
         let (encoding, bytes) = match compress_small(&content, level).map_err(io_at(&self.tmp))? {
             Some(c) => (Encoding::Zstd, c),
@@ -561,7 +546,7 @@ impl BlobDir {
 
     /// Finds the file holding `id`, trying `hint` (the encoding the index records) first, so a
     /// read costs one `open`.
-    pub fn locate_hinted(
+    fn locate_hinted(
         &self,
         id: &Id,
         hint: Option<Encoding>,
@@ -626,23 +611,21 @@ impl BlobDir {
         Ok(f)
     }
 
-    /// Opens `id` for reading through a [`VerifiedReader`].
-    pub fn open_verified(
+    /// A reader of blob `id`'s content that checks it against `id` (and `size`, when given) by
+    /// the time it reports the end. `place` is where the index keeps it (`None`: look for its
+    /// file). A small blob of known size is read and checked whole before the reader is
+    /// returned.
+    pub fn open(
         &self,
         id: &Id,
-        expect_size: Option<u64>,
+        size: Option<u64>,
+        place: Option<Placement>,
     ) -> Result<VerifiedReader, BlobError> {
-        self.open_verified_hinted(id, expect_size, None)
-    }
-
-    /// [`BlobDir::open_verified`] at the place the index records (`hint`).
-    pub fn open_verified_hinted(
-        &self,
-        id: &Id,
-        expect_size: Option<u64>,
-        hint: Option<Placement>,
-    ) -> Result<VerifiedReader, BlobError> {
-        let (raw, enc): (Box<dyn Read + Send>, Encoding) = match self.find(id, hint)? {
+        if let Some(size) = size.filter(|s| *s <= SMALL_BLOB_MAX) {
+            let content = self.read_small(id, size, place)?;
+            return Ok(VerifiedReader::checked(*id, content));
+        }
+        let (raw, enc): (Box<dyn Read + Send>, Encoding) = match self.find(id, place)? {
             Found::File(file, enc, _) => {
                 (Box::new(BufReader::with_capacity(IO_BUF_LEN, file)), enc)
             }
@@ -657,65 +640,18 @@ impl BlobDir {
                 },
             )?),
         };
-        Ok(VerifiedReader {
-            id: *id,
-            inner,
-            hasher: blake3::Hasher::new(),
-            size: 0,
-            expect_size,
-            failure: None,
-            done: false,
-        })
-    }
-
-    /// Streams the content of `id` into `sink`, hashing it on the way. Returns the size. If the
-    /// content does not hash to `id`, or is not `expect_size` bytes when that is given, the
-    /// result is [`BlobError::Corrupt`]: the caller must then discard what `sink` received.
-    pub fn read_verified(
-        &self,
-        id: &Id,
-        expect_size: Option<u64>,
-        sink: &mut dyn Write,
-    ) -> Result<u64, BlobError> {
-        self.read_verified_hinted(id, expect_size, None, sink)
-    }
-
-    /// [`BlobDir::read_verified`] at the place the index records (`hint`).
-    pub fn read_verified_hinted(
-        &self,
-        id: &Id,
-        expect_size: Option<u64>,
-        hint: Option<Placement>,
-        sink: &mut dyn Write,
-    ) -> Result<u64, BlobError> {
-        if let Some(size) = expect_size.filter(|s| *s <= SMALL_BLOB_MAX) {
-            let content = self.read_small(id, size, hint)?;
-            sink.write_all(&content)
-                .map_err(|source| BlobError::Sink { id: *id, source })?;
-            return Ok(size);
-        }
-        let mut reader = self.open_verified_hinted(id, expect_size, hint)?;
-        let mut buf = vec![0u8; IO_BUF_LEN];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => return Ok(reader.size),
-                Ok(n) => n,
-                Err(e) => return Err(reader.into_error(e)),
-            };
-            sink.write_all(&buf[..n])
-                .map_err(|source| BlobError::Sink { id: *id, source })?;
-        }
+        Ok(VerifiedReader::new(*id, inner, size))
     }
 
     /// The stored bytes of a small blob and their encoding, after checking that they decode to
     /// `size` bytes hashing to `id` (so a zstd-stored blob can be shipped without recompressing).
-    pub fn read_encoded(
+    pub fn read_stored(
         &self,
         id: &Id,
         size: u64,
-        hint: Option<Placement>,
+        place: Option<Placement>,
     ) -> Result<(Encoding, Vec<u8>), BlobError> {
-        let (raw, enc) = self.read_stored(id, size, hint)?;
+        let (raw, enc) = self.read_raw(id, size, place)?;
         if enc == Encoding::Raw {
             check_content(id, size, &raw)?;
         } else {
@@ -724,43 +660,15 @@ impl BlobDir {
         Ok((enc, raw))
     }
 
-    /// Writes a blob whose content the caller has already checked against `id`, in the given
-    /// stored form: appended to a pack if it is small, else to a temp file.
-    pub fn write_encoded(
-        &self,
-        id: Id,
-        size: u64,
-        encoding: Encoding,
-        bytes: &[u8],
-    ) -> Result<PendingBlob, BlobError> {
-        if size <= SMALL_BLOB_MAX {
-            return self.append_packed(id, size, encoding, bytes);
-        }
-        let mut tmp = self.temp_for(&id)?;
-        tmp.as_file_mut()
-            .write_all(bytes)
-            .map_err(io_at(tmp.path()))?;
-        Ok(PendingBlob {
-            blob: StoredBlob {
-                id,
-                size,
-                stored_size: bytes.len() as u64,
-                encoding,
-                pack: None,
-            },
-            place: Pending::File(tmp.into_temp_path()),
-        })
-    }
-
     /// Reads the stored bytes of a blob of known small `size`, never more than a valid encoding
     /// of `size` bytes could take.
-    fn read_stored(
+    fn read_raw(
         &self,
         id: &Id,
         size: u64,
-        hint: Option<Placement>,
+        place: Option<Placement>,
     ) -> Result<(Vec<u8>, Encoding), BlobError> {
-        match self.find(id, hint)? {
+        match self.find(id, place)? {
             Found::Packed(bytes, enc) => Ok((bytes, enc)),
             Found::File(mut file, enc, path) => {
                 let mut raw = Vec::with_capacity(size as usize + 1);
@@ -779,9 +687,9 @@ impl BlobDir {
         &self,
         id: &Id,
         size: u64,
-        hint: Option<Placement>,
+        place: Option<Placement>,
     ) -> Result<Vec<u8>, BlobError> {
-        let (raw, enc) = self.read_stored(id, size, hint)?;
+        let (raw, enc) = self.read_raw(id, size, place)?;
         match enc {
             Encoding::Raw => {
                 check_content(id, size, &raw)?;
@@ -855,275 +763,41 @@ impl BlobDir {
     }
 }
 
-/// Reads a blob's content, hashing it as it goes. At the end of the content it checks the hash
-/// (and the expected size): a mismatch is an `InvalidData` error from `read`, and
-/// [`VerifiedReader::into_error`] turns it into the typed [`BlobError`]. Until that final `read`
-/// returns 0, the bytes handed out are unverified: consumers must be able to discard them.
-pub struct VerifiedReader {
-    id: Id,
-    inner: Box<dyn Read + Send>,
-    hasher: blake3::Hasher,
-    size: u64,
-    expect_size: Option<u64>,
-    failure: Option<BlobError>,
-    done: bool,
-}
-
-impl VerifiedReader {
-    fn fail(&mut self, reason: String) -> io::Error {
-        let err = BlobError::Corrupt {
-            id: self.id,
-            reason,
-        };
-        let io = io::Error::new(io::ErrorKind::InvalidData, err.to_string());
-        self.failure = Some(err);
-        io
-    }
-
-    /// The typed error behind an `io::Error` this reader returned.
-    pub fn into_error(mut self, e: io::Error) -> BlobError {
-        self.failure.take().unwrap_or(BlobError::Corrupt {
-            id: self.id,
-            reason: format!("unreadable: {e}"),
-        })
-    }
-}
-
-impl Read for VerifiedReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.done {
-            return Ok(0);
-        }
-        let n = loop {
-            match self.inner.read(buf) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.fail(format!("unreadable: {e}"))),
-            }
-        };
-        if n == 0 {
-            if let Some(want) = self.expect_size
-                && self.size != want
-            {
-                return Err(self.fail(format!("{} bytes where {want} were recorded", self.size)));
-            }
-            let got = Id::from_hash(self.hasher.finalize());
-            if got != self.id {
-                return Err(self.fail(format!("content hashes to {got}")));
-            }
-            self.done = true;
-            return Ok(0);
-        }
-        self.size += n as u64;
-        if let Some(max) = self.expect_size
-            && self.size > max
-        {
-            return Err(self.fail(format!("longer than its recorded {max} bytes")));
-        }
-        if n >= 128 * 1024 {
-            self.hasher.update_rayon(&buf[..n]);
-        } else {
-            self.hasher.update(&buf[..n]);
-        }
-        Ok(n)
-    }
-}
-
-/// Permission to run one multithreaded zstd compression (its workers and buffers take tens of
-/// MB; with one per rayon thread, peak memory would grow with the core count).
-struct MtToken;
-
-static MT_BUSY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-impl MtToken {
-    fn take() -> Option<MtToken> {
-        use std::sync::atomic::Ordering;
-        MT_BUSY
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-            .then_some(MtToken)
-    }
-}
-
-impl Drop for MtToken {
-    fn drop(&mut self) {
-        MT_BUSY.store(false, std::sync::atomic::Ordering::Release);
-    }
-}
-
-thread_local! {
-    /// One zstd compression context per thread and level, reused across blobs (creating a
-    /// context costs more than compressing a small file).
-    static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-    /// One zstd streaming compression context per thread, for [`compress_small`].
-    static STREAM_COMPRESSOR: std::cell::RefCell<Option<zstd::zstd_safe::CCtx<'static>>> =
-        const { std::cell::RefCell::new(None) };
-    /// One zstd decompression context per thread.
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Compresses a small blob held in memory into one zstd frame at `level`, in one pass: the
-/// frame is flushed after the first [`PROBE_LEN`] bytes, and if those did not shrink to at most
-/// [`COMPRESS_IF_AT_MOST_TENTHS`] tenths, compression stops and `None` says "store it raw". (A
-/// separate probe compressed those bytes twice: 8% of all compression work on a typical tree.)
-fn compress_small(content: &[u8], level: i32) -> io::Result<Option<Vec<u8>>> {
-    use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::{ZSTD_e_end, ZSTD_e_flush};
-    use zstd::zstd_safe::{self, CParameter, InBuffer, OutBuffer, ResetDirective};
-    if content.len() < MIN_COMPRESS_LEN {
-        return Ok(None);
-    }
-    let zerr = |code: usize| io::Error::other(zstd_safe::get_error_name(code));
-    STREAM_COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        let cctx = c.get_or_insert_with(zstd_safe::CCtx::create);
-        cctx.reset(ResetDirective::SessionOnly).map_err(zerr)?;
-        cctx.set_parameter(CParameter::CompressionLevel(level))
-            .map_err(zerr)?;
-        cctx.set_pledged_src_size(Some(content.len() as u64))
-            .map_err(zerr)?;
-        let mut out: Vec<u8> = Vec::with_capacity(zstd_safe::compress_bound(content.len()));
-        let mut output = OutBuffer::around(&mut out);
-        let probe_len = content.len().min(PROBE_LEN);
-        let parts: [(&[u8], _); 2] = [
-            (
-                &content[..probe_len],
-                if probe_len == content.len() {
-                    ZSTD_e_end
-                } else {
-                    ZSTD_e_flush
-                },
-            ),
-            (&content[probe_len..], ZSTD_e_end),
-        ];
-        for (n, (part, directive)) in parts.into_iter().enumerate() {
-            let mut input = InBuffer::around(part);
-            loop {
-                let left = cctx
-                    .compress_stream2(&mut output, &mut input, directive)
-                    .map_err(zerr)?;
-                if left == 0 && input.pos == part.len() {
-                    break;
-                }
-            }
-            if n == 0 {
-                if output.pos() * 10 > probe_len * COMPRESS_IF_AT_MOST_TENTHS {
-                    return Ok(None);
-                }
-                if probe_len == content.len() {
-                    break;
-                }
-            }
-        }
-        Ok(Some(out))
-    })
-}
-
-/// Compresses `data` into one zstd frame at `level`, with this thread's context for that level.
-fn compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
-    COMPRESSORS.with(|c| {
-        let mut c = c.borrow_mut();
-        let i = match c.iter().position(|(l, _)| *l == level) {
-            Some(i) => i,
-            None => {
-                c.push((level, zstd::bulk::Compressor::new(level)?));
-                c.len() - 1
-            }
-        };
-        c[i].1.compress(data)
-    })
-}
-
-/// Decompresses one zstd frame that must hold at most `size` bytes, with this thread's context.
-pub fn decompress_exact(frame: &[u8], size: u64) -> io::Result<Vec<u8>> {
-    let out = DECOMPRESSOR.with(|d| {
-        let mut d = d.borrow_mut();
-        let d = match &mut *d {
-            Some(d) => d,
-            None => d.insert(zstd::bulk::Decompressor::new()?),
-        };
-        d.decompress(frame, size as usize)
-    })?;
-    if out.len() as u64 != size {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} bytes where {size} were expected", out.len()),
-        ));
-    }
-    Ok(out)
-}
-
-/// Compresses `data` as the store would (one zstd frame at `level`), with this thread's context.
-pub fn compress_frame(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
-    compress(data, level)
-}
-
-/// Hashes the file at `path` without storing it; returns its id and length.
-pub fn hash_file(path: &Path) -> io::Result<(Id, u64)> {
-    let len = fs::metadata(path)?.len();
-    hash_file_sized(path, len)
-}
-
-/// Files at least this large are hashed in chunks of this size with BLAKE3's multithreaded
-/// mode; smaller ones are read whole.
-const HASH_CHUNK: usize = 1024 * 1024;
-
-thread_local! {
-    /// A reused read buffer per thread for hashing.
-    static HASH_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// [`hash_file`] for a file whose length `len_hint` the caller has just read (it only sizes the
-/// reads). The file is read with plain `read`s into a fixed per-thread buffer: no memory map, so
-/// the process's resident memory does not grow with the file (a mapped file's touched pages
-/// count as its RSS).
-pub fn hash_file_sized(path: &Path, len_hint: u64) -> io::Result<(Id, u64)> {
-    let mut file = File::open(path)?;
-    HASH_BUF.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let want = if len_hint < HASH_CHUNK as u64 {
-            len_hint as usize + 1
-        } else {
-            HASH_CHUNK
-        };
-        if buf.len() < want {
-            buf.resize(want, 0);
-        }
-        let mut hasher = blake3::Hasher::new();
-        let mut total = 0u64;
-        loop {
-            // Fill the buffer (a short read is not the end of the file).
-            let mut filled = 0;
-            while filled < want {
-                match file.read(&mut buf[filled..want]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if filled >= 128 * 1024 {
-                hasher.update_rayon(&buf[..filled]);
-            } else {
-                hasher.update(&buf[..filled]);
-            }
-            total += filled as u64;
-            if filled < want {
-                break;
-            }
-        }
-        Ok((Id::from_hash(hasher.finalize()), total))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    impl BlobDir {
+        fn write_stream_test(
+            &self,
+            data: &[u8],
+            size_hint: u64,
+            origin: &Path,
+        ) -> Result<PendingBlob, BlobError> {
+            self.write(
+                Source::Stream {
+                    reader: Box::new(data),
+                    size_hint,
+                    origin,
+                },
+                None,
+            )
+        }
+
+        fn read_verified_test(
+            &self,
+            id: &Id,
+            size: Option<u64>,
+            place: Option<Placement>,
+            sink: &mut dyn Write,
+        ) -> Result<u64, BlobError> {
+            copy_verified(self.open(id, size, place)?, sink)
+        }
+    }
+
     fn dir() -> (tempfile::TempDir, BlobDir) {
         let t = tempfile::tempdir().unwrap();
-        let b = BlobDir::open(
+        let b = BlobDir::at(
             t.path().join("blobs"),
             t.path().join("packs"),
             t.path().join("tmp"),
@@ -1138,14 +812,14 @@ mod tests {
         let (_t, b) = dir();
         let text = b"hello world ".repeat(10_000);
         let s = b
-            .write_stream(&text[..], 0, Path::new("text"))
+            .write_stream_test(&text[..], 0, Path::new("text"))
             .unwrap()
             .persist(&b)
             .unwrap();
         assert_eq!(s.encoding, Encoding::Zstd);
         assert_eq!(s.id, Id::of(&text));
         let mut out = Vec::new();
-        b.read_verified(&s.id, Some(text.len() as u64), &mut out)
+        b.read_verified_test(&s.id, Some(text.len() as u64), None, &mut out)
             .unwrap();
         assert_eq!(out, text);
 
@@ -1159,13 +833,13 @@ mod tests {
             })
             .collect();
         let s = b
-            .write_stream(&noise[..], 0, Path::new("noise"))
+            .write_stream_test(&noise[..], 0, Path::new("noise"))
             .unwrap()
             .persist(&b)
             .unwrap();
         assert_eq!(s.encoding, Encoding::Raw);
         let mut out = Vec::new();
-        b.read_verified(&s.id, None, &mut out).unwrap();
+        b.read_verified_test(&s.id, None, None, &mut out).unwrap();
         assert_eq!(out, noise);
     }
 
@@ -1175,12 +849,12 @@ mod tests {
         for len in [0usize, 10, 100, 5000, 200_000, 2_000_000] {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 / 3).collect();
             let small = b
-                .write_stream(&data[..], len as u64, Path::new("s"))
+                .write_stream_test(&data[..], len as u64, Path::new("s"))
                 .unwrap()
                 .persist(&b)
                 .unwrap();
             let streamed = b
-                .write_stream(&data[..], 0, Path::new("s"))
+                .write_stream_test(&data[..], 0, Path::new("s"))
                 .unwrap()
                 .persist(&b)
                 .unwrap();
@@ -1190,12 +864,12 @@ mod tests {
             b.sync().unwrap();
             let place = Some(small.placement());
             let mut out = Vec::new();
-            b.read_verified_hinted(&small.id, Some(len as u64), place, &mut out)
+            b.read_verified_test(&small.id, Some(len as u64), place, &mut out)
                 .unwrap();
             assert_eq!(out, data);
             // A wrong recorded size is corruption, on both read paths.
             assert!(
-                b.read_verified_hinted(&small.id, Some(len as u64 + 1), place, &mut io::sink())
+                b.read_verified_test(&small.id, Some(len as u64 + 1), place, &mut io::sink())
                     .is_err()
             );
         }
@@ -1213,7 +887,7 @@ mod tests {
     fn small_blobs_go_to_a_pack_that_is_named_at_sync() {
         let (t, b) = dir();
         let s = b
-            .write_stream(&b"packed content"[..], 14, Path::new("x"))
+            .write_stream_test(&b"packed content"[..], 14, Path::new("x"))
             .unwrap()
             .persist(&b)
             .unwrap();
@@ -1224,12 +898,12 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert_eq!((entries[0].id, entries[0].offset), (s.id, slot.offset));
         let mut out = Vec::new();
-        b.read_verified_hinted(&s.id, Some(14), Some(s.placement()), &mut out)
+        b.read_verified_test(&s.id, Some(14), Some(s.placement()), &mut out)
             .unwrap();
         assert_eq!(out, b"packed content");
         // A pack none of whose blobs is persisted leaves nothing behind.
         let dropped = b
-            .write_stream(&b"never kept"[..], 10, Path::new("y"))
+            .write_stream_test(&b"never kept"[..], 10, Path::new("y"))
             .unwrap();
         let other = dropped.blob.pack.unwrap().pack;
         assert_eq!(other, slot.pack, "appended to the same open pack");
@@ -1247,7 +921,7 @@ mod tests {
         let (_t, b) = dir();
         let text = b"abcabcabc".repeat(1000);
         let s = b
-            .write_stream(&text[..], text.len() as u64, Path::new("t"))
+            .write_stream_test(&text[..], text.len() as u64, Path::new("t"))
             .unwrap()
             .persist(&b)
             .unwrap();
@@ -1259,7 +933,7 @@ mod tests {
         bytes[mid] ^= 0x40;
         fs::write(&p, &bytes).unwrap();
         let err = b
-            .read_verified_hinted(
+            .read_verified_test(
                 &s.id,
                 Some(text.len() as u64),
                 Some(s.placement()),
@@ -1274,7 +948,7 @@ mod tests {
         let (_t, b) = dir();
         for hint in [0, 17] {
             let s = b
-                .write_stream(&b"some content here"[..], hint, Path::new("x"))
+                .write_stream_test(&b"some content here"[..], hint, Path::new("x"))
                 .unwrap()
                 .persist(&b)
                 .unwrap();
@@ -1286,29 +960,28 @@ mod tests {
             bytes[off as usize + 13..off as usize + 17].copy_from_slice(b"HERE");
             fs::write(&p, &bytes).unwrap();
             let err = b
-                .read_verified_hinted(&s.id, None, place, &mut io::sink())
+                .read_verified_test(&s.id, None, place, &mut io::sink())
                 .unwrap_err();
             assert!(matches!(err, BlobError::Corrupt { .. }), "{err}");
             // The small-blob path (size known) catches it too.
             let err = b
-                .read_verified_hinted(&s.id, Some(17), place, &mut io::sink())
+                .read_verified_test(&s.id, Some(17), place, &mut io::sink())
                 .unwrap_err();
             assert!(matches!(err, BlobError::Corrupt { .. }), "{err}");
             // A pack cut short is corruption; a missing file or pack is absence.
             if off > 0 {
                 fs::write(&p, &bytes[..off as usize + 5]).unwrap();
                 let err = b
-                    .read_verified_hinted(&s.id, Some(17), place, &mut io::sink())
+                    .read_verified_test(&s.id, Some(17), place, &mut io::sink())
                     .unwrap_err();
                 assert!(matches!(err, BlobError::Corrupt { .. }), "{err}");
             }
             fs::remove_file(&p).unwrap();
             // A fresh handle: this one keeps the pack it read open (only gc deletes packs, and
             // never while another command runs).
-            let b =
-                BlobDir::open(b.root.clone(), b.packs().to_path_buf(), b.tmp.clone(), 3).unwrap();
+            let b = BlobDir::at(b.root.clone(), b.packs().to_path_buf(), b.tmp.clone(), 3).unwrap();
             let err = b
-                .read_verified_hinted(&s.id, None, place, &mut io::sink())
+                .read_verified_test(&s.id, None, place, &mut io::sink())
                 .unwrap_err();
             assert!(matches!(err, BlobError::Missing(_)), "{err}");
         }
