@@ -54,8 +54,11 @@ BIN=$BENCH_DIR/bin
 MOTO_LOG=$BENCH_DIR/moto.log
 SUMMARY=$RES/summary.md
 
-log() { printf '\n== %s\n' "$*" >&2; }
-die() { printf 'remote.sh: %s\n' "$*" >&2; exit 1; }
+SCRIPT=remote.sh
+# Two decimals in ratios and figures.
+RATIO_DIGITS=2
+# shellcheck source=benches/lib.sh
+source "$REPO/benches/lib.sh"
 
 if [[ -z ${WORK_DIR:-} ]]; then
     if [[ -d /dev/shm ]] && (($(df -B1G --output=avail /dev/shm | tail -n1 | tr -d ' ') >= 6)); then
@@ -73,41 +76,14 @@ unset AWS_CA_BUNDLE AWS_PROFILE AWS_SESSION_TOKEN AWS_DEFAULT_PROFILE || true
 # Tools
 # ---------------------------------------------------------------------------------------------
 install_tools() {
-    local missing=()
-    command -v hyperfine >/dev/null || missing+=(hyperfine)
-    command -v jq >/dev/null || missing+=(jq)
-    command -v rclone >/dev/null || missing+=(rclone)
-    command -v curl >/dev/null || missing+=(curl)
-    [[ -x /usr/bin/time ]] || missing+=(time)
-    local sudo=()
-    ((EUID == 0)) || sudo=(sudo)
-    if ((${#missing[@]})); then
-        log "installing ${missing[*]}"
-        "${sudo[@]}" apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
+    need_tools hyperfine jq rclone curl /usr/bin/time:time
     if ! python3 -c 'import moto.server, moto.s3' 2>/dev/null; then
         log "installing moto[s3]==$MOTO_VERSION"
         python3 -m pip install --quiet --disable-pip-version-check "moto[s3]==$MOTO_VERSION" flask flask-cors
     fi
-    for t in hyperfine jq rclone curl gzip tar; do command -v "$t" >/dev/null || die "$t is still missing"; done
+    check_tools hyperfine jq rclone curl gzip tar
 }
 
-build_cairn() {
-    if [[ -n ${CAIRN:-} ]]; then
-        [[ -x $CAIRN ]] || die "CAIRN=$CAIRN is not executable"
-        CAIRN=$(realpath "$CAIRN")
-        CAIRN_REV=${CAIRN_REV:-"commit unknown (binary given with CAIRN=)"}
-        return
-    fi
-    CAIRN_REV="commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    git -C "$REPO" diff --quiet HEAD -- store remote cli Cargo.toml Cargo.lock 2>/dev/null ||
-        CAIRN_REV+=" + uncommitted changes"
-    local target=${CARGO_TARGET_DIR:-$REPO/target}
-    log "building cairn (release) into $target"
-    (cd "$REPO" && CARGO_TARGET_DIR=$target cargo build --release -q -p cairn)
-    CAIRN=$target/release/cairn
-}
 
 # ---------------------------------------------------------------------------------------------
 # The trees
@@ -251,14 +227,7 @@ rclone_stats() {
 }
 RCLONE=(rclone --use-json-log --log-level NOTICE --stats 1h --stats-log-level NOTICE)
 
-median() { jq -r ".results[$2].median" "$1"; }
-minimum() { jq -r ".results[$2].min" "$1"; }
-load() { cut -d' ' -f1 /proc/loadavg; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-fmt() { awk -v a="$1" 'BEGIN {printf "%.2f", a}'; }
 mb() { awk -v a="$1" 'BEGIN {printf "%.1f MB", a / 1e6}'; }
-met_le() { awk -v r="$1" -v t="$2" 'BEGIN {print (r <= t) ? "yes" : "no"}'; }
-hf() { hyperfine --style basic --warmup "$WARMUP" --runs "$RUNS" "$@"; }
 note() { printf '%s\n' "$*" >>"$SUMMARY"; }
 
 # ---------------------------------------------------------------------------------------------
@@ -463,7 +432,7 @@ cleanup() {
 
 main() {
     install_tools
-    build_cairn
+    build_cairn store remote cli
     mkdir -p "$BENCH_DIR"
     rm -rf "$RES"
     mkdir -p "$RES"

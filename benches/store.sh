@@ -45,57 +45,24 @@ RES=$BENCH_DIR/results
 BIN=$BENCH_DIR/bin
 KEY=bench/tree
 
-log() { printf '\n== %s\n' "$*" >&2; }
-die() { printf 'store.sh: %s\n' "$*" >&2; exit 1; }
+SCRIPT=store.sh
+# shellcheck source=benches/lib.sh
+source "$REPO/benches/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Tools
 # ---------------------------------------------------------------------------------------------
 install_tools() {
-    local missing=()
-    command -v hyperfine >/dev/null || missing+=(hyperfine)
-    command -v zstd >/dev/null || missing+=(zstd)
-    command -v jq >/dev/null || missing+=(jq)
-    [[ -x /usr/bin/time ]] || missing+=(time)
-    command -v tar >/dev/null || missing+=(tar)
-    command -v b3sum >/dev/null || missing+=(b3sum)
-    ((${#missing[@]})) || return 0
-    log "installing ${missing[*]}"
-    local sudo=()
-    ((EUID == 0)) || sudo=(sudo)
-    "${sudo[@]}" apt-get update -qq
-    local pkgs=()
-    for p in "${missing[@]}"; do
-        # b3sum is packaged in Debian 12+; elsewhere fall back to cargo below.
-        if apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-            pkgs+=("$p")
-        fi
-    done
-    ((${#pkgs[@]} == 0)) || DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${pkgs[@]}" >/dev/null
+    # b3sum is packaged in Debian 12+; elsewhere fall back to cargo below.
+    need_tools hyperfine zstd jq /usr/bin/time:time tar b3sum
     if ! command -v b3sum >/dev/null; then
         log "b3sum is not packaged here: cargo install b3sum"
         cargo install --locked b3sum
         export PATH=$HOME/.cargo/bin:$PATH
     fi
-    for t in hyperfine zstd jq b3sum tar; do command -v "$t" >/dev/null || die "$t is still missing"; done
-    [[ -x /usr/bin/time ]] || die "/usr/bin/time is still missing"
+    check_tools hyperfine zstd jq b3sum tar
 }
 
-build_cairn() {
-    if [[ -n ${CAIRN:-} ]]; then
-        [[ -x $CAIRN ]] || die "CAIRN=$CAIRN is not executable"
-        CAIRN=$(realpath "$CAIRN")
-        CAIRN_REV=${CAIRN_REV:-"commit unknown (binary given with CAIRN=)"}
-        return
-    fi
-    CAIRN_REV="commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    git -C "$REPO" diff --quiet HEAD -- store cli Cargo.toml Cargo.lock 2>/dev/null ||
-        CAIRN_REV+=" + uncommitted changes"
-    local target=${CARGO_TARGET_DIR:-$REPO/target}
-    log "building cairn (release) into $target"
-    (cd "$REPO" && CARGO_TARGET_DIR=$target cargo build --release -q -p cairn)
-    CAIRN=$target/release/cairn
-}
 
 # ---------------------------------------------------------------------------------------------
 # The tree: the Rust toolchain's lib folder plus /usr/share, copied with cp -a
@@ -164,32 +131,16 @@ EOF
 # fs/ext4/ialloc.c). So timed runs never follow a mass deletion: --prepare moves the previous
 # run's output into the trash, which is emptied only at the end (and, if an earlier run left
 # one, at the start, followed by a sync and a wait of SETTLE seconds).
-purge_trash() {
-    [[ -d $TRASH && -n $(ls -A "$TRASH") ]] || return 0
-    log "emptying the trash, then waiting ${SETTLE}s for the deleted inodes to age"
-    rm -rf "$TRASH"
-    sync
-    sleep "${1:-$SETTLE}"
-}
 
 # ---------------------------------------------------------------------------------------------
 # Measuring
 # ---------------------------------------------------------------------------------------------
-median() { jq -r ".results[$2].median" "$1"; }
-minimum() { jq -r ".results[$2].min" "$1"; }
 # Ratio of the two commands' fastest runs in $1 (less sensitive to other load than the median).
-min_ratio() { ratio "$(minimum "$1" 0)" "$(minimum "$1" 1)"; }
 # The 1-minute load average, to show how busy the machine was.
-load() { cut -d' ' -f1 /proc/loadavg; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
-fmt() { awk -v a="$1" 'BEGIN {printf "%.3f", a}'; }
-met_le() { awk -v r="$1" -v t="$2" 'BEGIN {print (r <= t) ? "yes" : "no"}'; }
-met_ge() { awk -v r="$1" -v t="$2" 'BEGIN {print (r >= t) ? "yes" : "no"}'; }
 
 SUMMARY=$RES/summary.md
 row() { printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$@" >>"$SUMMARY"; }
 
-hf() { hyperfine --style basic --warmup "$WARMUP" --runs "$RUNS" "$@"; }
 
 bench_put_fresh() {
     local l0
@@ -345,7 +296,7 @@ machine_info() {
 
 main() {
     install_tools
-    build_cairn
+    build_cairn store cli
     mkdir -p "$BENCH_DIR"
     make_tree
     write_helpers

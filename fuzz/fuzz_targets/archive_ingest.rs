@@ -1,4 +1,4 @@
-//! Archive ingest on hostile input: `Store::add_archive` must never panic; whatever it accepts
+//! Archive ingest on hostile input: `Store::add` of an archive must never panic; whatever it accepts
 //! must leave a store that verifies clean and a root that materializes into a fresh folder
 //! without error and without writing anything beside that folder.
 //!
@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use cairn_store::{IngestOptions, NoProgress, Root, Store, StoreOptions};
+use cairn_store::{IngestOptions, Input, NoProgress, Root, Store, StoreOptions};
 use libfuzzer_sys::fuzz_target;
 
 /// A fresh store every this many accepted archives keeps the full verify cheap.
@@ -95,12 +95,12 @@ impl State {
         };
         let input = self.base.join("in").join("archive");
         fs::write(&input, archive).unwrap();
-        let result = self.store.add_archive(&input, &opts);
+        let result = self.store.add(Input::Archive(&input), &opts, &NoProgress);
         // Whatever happened, the store's temp folder holds nothing afterwards.
         let leftovers = names(&self.store_dir.join("tmp"));
         assert!(
             leftovers.is_empty(),
-            "add_archive left temp files behind: {leftovers:?} (result: {result:?})"
+            "ingest left temp files behind: {leftovers:?} (result: {result:?})"
         );
         let added = match result {
             Ok(added) => added,
@@ -108,8 +108,8 @@ impl State {
         };
         self.accepted += 1;
 
-        let report = self
-            .store
+        let session = self.store.read().expect("a read session");
+        let report = session
             .verify(&[], &NoProgress)
             .expect("verify must run on a store ingest just wrote");
         assert!(
@@ -120,7 +120,7 @@ impl State {
 
         let mat = self.base.join("mat");
         let dest = mat.join("out");
-        let stats = self.store.materialize(&added.root, &dest, false, &NoProgress);
+        let stats = session.materialize(&added.root, &dest, false, &NoProgress);
         if let Err(e) = &stats {
             panic!("accepted root {:?} does not materialize: {e}", added.root);
         }

@@ -193,6 +193,8 @@ impl State {
 
         let report = self
             .store
+            .read()
+            .expect("a read session")
             .verify(&[], &NoProgress)
             .expect("verify must run on a store import just wrote");
         assert!(

@@ -109,6 +109,74 @@ pub struct Remote {
     opts: TransferOptions,
 }
 
+/// What the three cloud builders share (object_store gives them no common trait): one place
+/// sets up any of them from the environment, the URL, cairn's retry and timeout settings and the
+/// remote's options.
+trait CloudBuilder: Sized {
+    /// The builder's configuration keys.
+    type Key: std::str::FromStr<Err = object_store::Error>;
+    fn from_env() -> Self;
+    fn with_url(self, url: String) -> Self;
+    fn with_retry(self, retry: RetryConfig) -> Self;
+    fn with_config(self, key: Self::Key, value: String) -> Self;
+    /// The builder's key for a client setting.
+    fn client(key: ClientConfigKey) -> Self::Key;
+}
+
+macro_rules! cloud_builder {
+    ($builder:ty, $key:ty) => {
+        impl CloudBuilder for $builder {
+            type Key = $key;
+            fn from_env() -> Self {
+                <$builder>::from_env()
+            }
+            fn with_url(self, url: String) -> Self {
+                <$builder>::with_url(self, url)
+            }
+            fn with_retry(self, retry: RetryConfig) -> Self {
+                <$builder>::with_retry(self, retry)
+            }
+            fn with_config(self, key: $key, value: String) -> Self {
+                <$builder>::with_config(self, key, value)
+            }
+            fn client(key: ClientConfigKey) -> $key {
+                <$key>::Client(key)
+            }
+        }
+    };
+}
+cloud_builder!(AmazonS3Builder, AmazonS3ConfigKey);
+cloud_builder!(GoogleCloudStorageBuilder, GoogleConfigKey);
+cloud_builder!(MicrosoftAzureBuilder, AzureConfigKey);
+
+/// A cloud builder from the environment (credentials, endpoints, proxies), the remote's URL,
+/// `retry`, the request and connect timeouts of `opts`, then the remote's options (which win).
+/// The timeouts go in as config keys: `with_client_options` would replace the client settings
+/// `from_env` read, such as `AWS_ALLOW_HTTP` or `AWS_PROXY_URL`.
+fn cloud<B: CloudBuilder>(
+    cfg: &RemoteConfig,
+    retry: &RetryConfig,
+    opts: &TransferOptions,
+) -> std::result::Result<B, String> {
+    let mut b = B::from_env()
+        .with_url(cfg.url.clone())
+        .with_retry(retry.clone());
+    for (k, v) in [
+        (ClientConfigKey::Timeout, opts.request_timeout),
+        (ClientConfigKey::ConnectTimeout, opts.connect_timeout),
+    ] {
+        b = b.with_config(B::client(k), format!("{}ms", v.as_millis()));
+    }
+    for (k, v) in &cfg.options {
+        let key = k
+            .to_ascii_lowercase()
+            .parse()
+            .map_err(|e| format!("option {k}: {e}"))?;
+        b = b.with_config(key, v.clone());
+    }
+    Ok(b)
+}
+
 impl Remote {
     /// Opens the remote `name` configured as `cfg`. Credentials come from each cloud's
     /// environment (object_store's `from_env` builders); `cfg.options` override them.
@@ -130,20 +198,6 @@ impl Remote {
         let mut client = ClientOptions::new()
             .with_timeout(opts.request_timeout)
             .with_connect_timeout(opts.connect_timeout);
-        // The cloud builders get the timeouts as config keys: `with_client_options` would
-        // replace the client settings `from_env` read, such as AWS_ALLOW_HTTP or AWS_PROXY_URL.
-        let timeouts = || {
-            [
-                (
-                    ClientConfigKey::Timeout,
-                    format!("{}ms", opts.request_timeout.as_millis()),
-                ),
-                (
-                    ClientConfigKey::ConnectTimeout,
-                    format!("{}ms", opts.connect_timeout.as_millis()),
-                ),
-            ]
-        };
         if url.scheme() == "http" {
             client = client.with_allow_http(true);
         }
@@ -154,20 +208,8 @@ impl Remote {
         };
         let (store, prefix): (Arc<dyn ObjectStore>, Path) = match url.scheme() {
             "s3" | "s3a" => {
-                let mut b = AmazonS3Builder::from_env()
-                    .with_url(cfg.url.clone())
-                    .with_retry(retry);
-                for (k, v) in timeouts() {
-                    b = b.with_config(AmazonS3ConfigKey::Client(k), v);
-                }
-                for (k, v) in &cfg.options {
-                    let key = k
-                        .to_ascii_lowercase()
-                        .parse()
-                        .map_err(|e| bad(format!("option {k}: {e}")))?;
-                    b = b.with_config(key, v);
-                }
-                b = crate::credentials::aws_profile(b).map_err(bad)?;
+                let b = cloud::<AmazonS3Builder>(cfg, &retry, opts).map_err(bad)?;
+                let b = crate::credentials::aws_profile(b).map_err(bad)?;
                 credentials = crate::credentials::aws_search(&b);
                 (
                     Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
@@ -175,19 +217,7 @@ impl Remote {
                 )
             }
             "gs" => {
-                let mut b = GoogleCloudStorageBuilder::from_env()
-                    .with_url(cfg.url.clone())
-                    .with_retry(retry);
-                for (k, v) in timeouts() {
-                    b = b.with_config(GoogleConfigKey::Client(k), v);
-                }
-                for (k, v) in &cfg.options {
-                    let key = k
-                        .to_ascii_lowercase()
-                        .parse()
-                        .map_err(|e| bad(format!("option {k}: {e}")))?;
-                    b = b.with_config(key, v);
-                }
+                let b = cloud::<GoogleCloudStorageBuilder>(cfg, &retry, opts).map_err(bad)?;
                 credentials = crate::credentials::gcp_search(&b);
                 (
                     Arc::new(b.build().map_err(|e| bad(e.to_string()))?),
@@ -195,19 +225,7 @@ impl Remote {
                 )
             }
             "az" | "azure" | "abfs" | "abfss" | "adl" => {
-                let mut b = MicrosoftAzureBuilder::from_env()
-                    .with_url(cfg.url.clone())
-                    .with_retry(retry);
-                for (k, v) in timeouts() {
-                    b = b.with_config(AzureConfigKey::Client(k), v);
-                }
-                for (k, v) in &cfg.options {
-                    let key = k
-                        .to_ascii_lowercase()
-                        .parse()
-                        .map_err(|e| bad(format!("option {k}: {e}")))?;
-                    b = b.with_config(key, v);
-                }
+                let b = cloud::<MicrosoftAzureBuilder>(cfg, &retry, opts).map_err(bad)?;
                 credentials = crate::credentials::azure_search(&b);
                 (
                     Arc::new(b.build().map_err(|e| bad(e.to_string()))?),

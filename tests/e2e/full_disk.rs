@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{Env, Rng, StoreState, assert_one_error_line, gen_tree, s, tree_diff};
+use crate::common::{Env, StoreState, assert_one_error_line, gen_tree, noise, s, tree_diff};
 
 /// Set in the environment of the test binary re-run inside a user namespace.
 const IN_USERNS: &str = "CAIRN_TEST_IN_USERNS";
@@ -139,13 +139,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
-}
-
-/// `n` incompressible bytes.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    Rng::new(seed).fill(&mut v);
-    v
 }
 
 /// A tree too big for what the filled disk leaves: 120 small files and 4 MiB of noise.

@@ -5,6 +5,7 @@ mod common;
 mod concurrency;
 mod crash;
 mod deep_remote;
+mod docs;
 mod features;
 mod full_disk;
 mod hostile_archive;
