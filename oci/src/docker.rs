@@ -71,6 +71,8 @@ fn take(
     raw: &str,
 ) -> Result<Taken> {
     let path = normalize(raw.as_bytes()).map_err(|r| c.entry_err(raw, r))?;
+    // A link member stands for the member it resolves to (checked when collected).
+    let path = c.aliases.get(&path).cloned().unwrap_or(path);
     if let Some(d) = moved.get(&path) {
         let s = &blobs[d];
         return Ok((d.clone(), s.size, s.head.clone(), s.json.clone()));

@@ -81,6 +81,12 @@ pub struct Imported {
 }
 
 fn from_oci(c: Collected) -> Result<Layout> {
+    if let Some(link) = c.aliases.keys().next() {
+        return Err(c.entry_err(
+            link,
+            "a link member in an OCI archive (its files are the layout's, all regular)",
+        ));
+    }
     let mut members = c.members;
     let src = c.src;
     let take = |members: &mut BTreeMap<String, source::Member>, name: &str| {
@@ -171,13 +177,10 @@ pub fn import(store: &Store, src: &Path, name: Option<&Key>) -> Result<Imported>
     } else if !c.is_dir && c.members.contains_key("manifest.json") {
         (SourceKind::DockerArchive, crate::docker::convert(store, c)?)
     } else {
-        return Err(OciError::Source {
-            src: src.to_path_buf(),
-            entry: None,
-            reason: "neither an OCI image layout (no index.json) nor a docker-save archive \
-                     (no manifest.json)"
-                .into(),
-        });
+        return Err(source::not_an_image(
+            src,
+            "no index.json, nor a docker-save manifest.json",
+        ));
     };
     let layout_err = |entry: &str, reason: String| OciError::Source {
         src: src.to_path_buf(),
