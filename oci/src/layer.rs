@@ -1,6 +1,8 @@
 //! Decomposing image layers into the store (see `cairn_store::LayerTree`): each layer's tar
 //! stream is read once, in parallel across layers, verified against the layer blob's id as it
-//! streams, and kept as a tree whose files are ordinary blobs. Later extractions reuse it.
+//! streams and against the config's `diff_id` (its uncompressed sha256, hashed on the thread
+//! that decompresses, so it costs no extra pass), and kept as a tree whose files are ordinary
+//! blobs. Later extractions reuse it, checking the `diff_id` against the one recorded.
 
 use std::cell::RefCell;
 use std::io::{self, BufReader, Read};
@@ -11,7 +13,9 @@ use std::sync::{Mutex, mpsc};
 
 use cairn_store::blobs::VerifiedReader;
 use cairn_store::{GcLock, Id, LayerTree, Progress, Store};
+use sha2::{Digest as _, Sha256};
 
+use crate::digest::{Alg, OciDigest};
 use crate::error::{OciError, Result};
 use crate::image::StoredImage;
 use crate::media;
@@ -73,7 +77,10 @@ pub(crate) fn decompose_all(
             });
         }
         let cached = store.layer_tree(&id)?;
-        if cached.is_none() {
+        if let Some(row) = &cached {
+            // Decomposed before, when its stream hashed to the recorded digest.
+            check_diff_id(image, n, layers.len(), l, &row.uncompressed_sha256)?;
+        } else {
             todo.push((n, id, size));
         }
         out.push(cached);
@@ -93,7 +100,8 @@ pub(crate) fn decompose_all(
                         }
                         let (n, id, size) = todo[i];
                         let from = origin(image, n, layers.len(), &layers[n]);
-                        let r = decompose(store, &id, size, &from, max_bytes, held);
+                        let r =
+                            decompose(store, &id, size, &layers[n].diff_id, &from, max_bytes, held);
                         if r.is_err() {
                             failed.store(true, Ordering::SeqCst);
                         }
@@ -141,21 +149,63 @@ impl<R: Read> Read for CheckedToEnd<R> {
     }
 }
 
+/// The error for a layer whose uncompressed stream hashed to `got` where its config says
+/// `diff_id`.
+fn diff_id_error(from: PathBuf, diff_id: &OciDigest, got: &[u8; 32]) -> OciError {
+    OciError::Image {
+        src: from,
+        reason: format!(
+            "uncompressed content hashes to sha256:{}, but the config's diff_id is {diff_id}",
+            hex::encode(got),
+        ),
+    }
+}
+
+fn check_diff_id(
+    image: &StoredImage,
+    n: usize,
+    of: usize,
+    layer: &LayerRef,
+    got: &[u8; 32],
+) -> Result<()> {
+    if diff_id_bytes(&layer.diff_id) == Some(*got) {
+        return Ok(());
+    }
+    Err(diff_id_error(
+        origin(image, n, of, layer),
+        &layer.diff_id,
+        got,
+    ))
+}
+
+/// The 32 bytes of a sha256 digest.
+fn diff_id_bytes(d: &OciDigest) -> Option<[u8; 32]> {
+    if d.alg != Alg::Sha256 {
+        return None;
+    }
+    hex::decode(&d.hex).ok()?.try_into().ok()
+}
+
 fn decompose(
     store: &Store,
     id: &Id,
     size: u64,
+    diff_id: &OciDigest,
     from: &std::path::Path,
     max_bytes: u64,
     held: &GcLock,
 ) -> Result<LayerTree> {
+    let want = diff_id_bytes(diff_id).ok_or_else(|| OciError::Image {
+        src: from.to_path_buf(),
+        reason: format!("diff_id {diff_id} is not a sha256 digest"),
+    })?;
     let raw = store.open_blob(id, size)?;
     // Decompression (and the hashing of the layer blob) runs on a thread of its own, a few
     // chunks ahead of the thread that parses the tar stream and stores its files, so a single
     // large layer keeps two cores busy. The byte stream, and every error in it, reach the
     // parser in the same order as from a plain reader.
     let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<()>>(1);
-    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_CHUNKS);
+    let (tx, rx) = mpsc::sync_channel::<Chunk>(PIPE_CHUNKS);
     std::thread::scope(|s| {
         s.spawn(move || {
             let tar = match open_decoded(raw, from) {
@@ -180,17 +230,34 @@ fn decompose(
                 });
             }
         }
+        let mismatch = Rc::new(RefCell::new(None));
         let piped = Piped {
             rx,
             chunk: Vec::new(),
             pos: 0,
             over: false,
             failed: false,
+            want,
+            mismatch: mismatch.clone(),
         };
         // Dropping `piped` (at the end of this call) stops the reader thread if the parser
         // ended early.
-        Ok(store.decompose_layer(id, piped, from, max_bytes, held)?)
+        let r = store.decompose_layer(id, piped, want, from, max_bytes, held);
+        if let Some(got) = mismatch.borrow_mut().take() {
+            return Err(diff_id_error(from.to_path_buf(), diff_id, &got));
+        }
+        Ok(r?)
     })
+}
+
+/// What the reader thread sends the parser.
+enum Chunk {
+    /// Decompressed bytes.
+    Data(Vec<u8>),
+    /// The end of the stream, and the sha256 of all of it.
+    End([u8; 32]),
+    /// The stream failed.
+    Failed(io::Error),
 }
 
 /// Chunks of decompressed layer bytes the reader thread may be ahead of the parser by.
@@ -213,9 +280,11 @@ fn open_decoded(raw: VerifiedReader, from: &std::path::Path) -> Result<Box<dyn R
     }))
 }
 
-/// Reads `tar` to its end in chunks into `tx`; an empty chunk marks the end, an error ends
-/// the stream. Stops early when the receiver is gone.
-fn pump(mut tar: Box<dyn Read>, tx: &mpsc::SyncSender<io::Result<Vec<u8>>>) {
+/// Reads `tar` to its end in chunks into `tx`, hashing them (sha256, the layer's `diff_id`);
+/// [`Chunk::End`] marks the end, [`Chunk::Failed`] a failure. Stops early when the receiver
+/// is gone.
+fn pump(mut tar: Box<dyn Read>, tx: &mpsc::SyncSender<Chunk>) {
+    let mut sha = Sha256::new();
     loop {
         let mut chunk = vec![0u8; PIPE_CHUNK];
         let mut len = 0;
@@ -232,33 +301,40 @@ fn pump(mut tar: Box<dyn Read>, tx: &mpsc::SyncSender<io::Result<Vec<u8>>>) {
                 Err(e) => {
                     if len > 0 {
                         chunk.truncate(len);
-                        let _ = tx.send(Ok(chunk));
+                        let _ = tx.send(Chunk::Data(chunk));
                     }
-                    let _ = tx.send(Err(e));
+                    let _ = tx.send(Chunk::Failed(e));
                     return;
                 }
             }
         };
         chunk.truncate(len);
-        if len > 0 && tx.send(Ok(chunk)).is_err() {
+        sha.update(&chunk);
+        if len > 0 && tx.send(Chunk::Data(chunk)).is_err() {
             return;
         }
         if end {
-            let _ = tx.send(Ok(Vec::new()));
+            let _ = tx.send(Chunk::End(sha.finalize().into()));
             return;
         }
     }
 }
 
-/// The receiving end of [`pump`], as a reader.
+/// The receiving end of [`pump`], as a reader. At the end of the stream it checks the
+/// stream's sha256 against the `diff_id` and, on a mismatch, fails instead of ending (so the
+/// parser records nothing) and leaves the digest it got in `mismatch`.
 struct Piped {
-    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    rx: mpsc::Receiver<Chunk>,
     chunk: Vec<u8>,
     pos: usize,
     /// The stream ended: every later read returns 0.
     over: bool,
     /// The stream failed: every later read fails too.
     failed: bool,
+    /// The sha256 the whole stream must have.
+    want: [u8; 32],
+    /// The sha256 it had instead, once known.
+    mismatch: Rc<RefCell<Option<[u8; 32]>>>,
 }
 
 impl Read for Piped {
@@ -274,12 +350,19 @@ impl Read for Piped {
                 return Ok(0);
             }
             match self.rx.recv() {
-                Ok(Ok(chunk)) if chunk.is_empty() => self.over = true,
-                Ok(Ok(chunk)) => {
+                Ok(Chunk::End(got)) if got != self.want => {
+                    self.failed = true;
+                    *self.mismatch.borrow_mut() = Some(got);
+                    return Err(io::Error::other(
+                        "the layer's uncompressed content does not match its diff_id",
+                    ));
+                }
+                Ok(Chunk::End(_)) => self.over = true,
+                Ok(Chunk::Data(chunk)) => {
                     self.chunk = chunk;
                     self.pos = 0;
                 }
-                Ok(Err(e)) => {
+                Ok(Chunk::Failed(e)) => {
                     self.failed = true;
                     return Err(e);
                 }

@@ -36,14 +36,20 @@ pub(crate) const OCI_LAYERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition
 /// extraction, on its critical path, and read back at once, so speed matters more than size.
 pub const LAYER_COMPRESSION_LEVEL: i32 = 1;
 
-/// Version byte that starts every `oci_layers` row.
-const ROW_VERSION: u8 = 1;
+/// Version byte that starts every `oci_layers` row. Version 1 rows (no uncompressed digest)
+/// read as a cache miss: the layer is decomposed again, and its digest checked then.
+const ROW_VERSION: u8 = 2;
+/// Bytes of a row before its implicit-folder paths: version, tree id, uncompressed sha256.
+const ROW_HEAD: usize = 1 + 32 + 32;
 
 /// A layer's decomposed form.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerTree {
     /// The tree of the layer's entries.
     pub tree: Id,
+    /// The sha256 of the layer's uncompressed tar stream (its OCI `diff_id`), as checked while
+    /// it was decomposed: a later image naming the same layer blob is checked against it.
+    pub uncompressed_sha256: [u8; 32],
     /// Folders no entry of the layer named, as `/`-joined paths from the layer's root (the empty
     /// path is the root itself), sorted.
     pub implicit: Vec<Vec<u8>>,
@@ -52,9 +58,10 @@ pub struct LayerTree {
 impl LayerTree {
     fn encode(&self) -> Vec<u8> {
         let mut out =
-            Vec::with_capacity(33 + self.implicit.iter().map(|p| p.len() + 1).sum::<usize>());
+            Vec::with_capacity(ROW_HEAD + self.implicit.iter().map(|p| p.len() + 1).sum::<usize>());
         out.push(ROW_VERSION);
         out.extend_from_slice(&self.tree.0);
+        out.extend_from_slice(&self.uncompressed_sha256);
         for p in &self.implicit {
             out.extend_from_slice(p);
             out.push(0);
@@ -63,11 +70,12 @@ impl LayerTree {
     }
 
     fn decode(bytes: &[u8]) -> Option<LayerTree> {
-        if bytes.len() < 33 || bytes[0] != ROW_VERSION {
+        if bytes.len() < ROW_HEAD || bytes[0] != ROW_VERSION {
             return None;
         }
         let tree = Id(bytes[1..33].try_into().ok()?);
-        let rest = &bytes[33..];
+        let uncompressed_sha256 = bytes[33..ROW_HEAD].try_into().ok()?;
+        let rest = &bytes[ROW_HEAD..];
         if !rest.is_empty() && rest.last() != Some(&0) {
             return None;
         }
@@ -79,7 +87,11 @@ impl LayerTree {
                 .map(<[u8]>::to_vec)
                 .collect()
         };
-        Some(LayerTree { tree, implicit })
+        Some(LayerTree {
+            tree,
+            uncompressed_sha256,
+            implicit,
+        })
     }
 }
 
@@ -151,13 +163,16 @@ impl Store {
 
     /// Decomposes a layer: reads the tar stream `tar` (already decompressed, at most
     /// `max_bytes` of it), stores its files' contents as blobs and its folders as trees, and
-    /// records the result for the layer blob `layer`. `origin` names the layer in errors. The
+    /// records the result for the layer blob `layer`, with `uncompressed_sha256`, the digest
+    /// the caller checks the stream against (a mismatch must make `tar` fail, at the latest
+    /// when it ends, so that nothing is recorded). `origin` names the layer in errors. The
     /// caller holds the gc lock (shared) from before it read the layer until it is done with the
     /// tree.
     pub fn decompose_layer(
         &self,
         layer: &Id,
         tar: impl Read,
+        uncompressed_sha256: [u8; 32],
         origin: &Path,
         max_bytes: u64,
         _held: &GcLock,
@@ -177,6 +192,7 @@ impl Store {
         self.commit(&parsed.built, &parsed.stored, None)?;
         let row = LayerTree {
             tree: id,
+            uncompressed_sha256,
             implicit: parsed.implicit,
         };
         self.index.write(|txn| {
@@ -234,13 +250,22 @@ mod tests {
     fn rows_round_trip_and_reject_garbage() {
         let row = LayerTree {
             tree: Id::of(b"t"),
+            uncompressed_sha256: [7; 32],
             implicit: vec![Vec::new(), b"a/b".to_vec(), b"c".to_vec()],
         };
         assert_eq!(LayerTree::decode(&row.encode()), Some(row));
         let empty = LayerTree {
             tree: Id::of(b"t"),
+            uncompressed_sha256: [0; 32],
             implicit: Vec::new(),
         };
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&Id::of(b"t").0);
+        assert_eq!(
+            LayerTree::decode(&v1),
+            None,
+            "version 1 rows are a cache miss"
+        );
         assert_eq!(LayerTree::decode(&empty.encode()), Some(empty.clone()));
         let mut bad = empty.encode();
         bad[0] = 9;
