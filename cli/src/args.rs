@@ -262,14 +262,20 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum OciCommand {
-    /// Import an OCI layout folder, an OCI archive (tar, tar.gz, tar.zst) or a docker-save
-    /// archive, checking every blob against its digest, and bind a key to its layout tree
+    /// Import an OCI layout folder, an OCI archive (tar, tar.gz, tar.zst), a docker-save
+    /// archive or a skopeo dir: layout, checking every blob against its digest, and bind a key
+    /// to its layout tree
     Import {
-        /// Layout folder or archive
+        /// Layout folder, archive, or dir: layout folder
         src: PathBuf,
-        /// Key to bind [default: the index's single org.opencontainers.image.ref.name]
+        /// Key to bind [default: the index's single org.opencontainers.image.ref.name]; in a
+        /// docker-archive of several images, one of its references picks that image
         #[arg(long, value_name = "KEY")]
         name: Option<String>,
+        /// Keep only the image whose reference (org.opencontainers.image.ref.name, or a
+        /// docker-archive's RepoTag) is REF
+        #[arg(long, value_name = "REF")]
+        image: Option<String>,
     },
     /// Write an imported image back, every blob byte-identical
     #[command(group(clap::ArgGroup::new("dest").required(true)))]

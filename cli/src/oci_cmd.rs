@@ -17,9 +17,9 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 
 pub fn run(cmd: OciCommand, store: &Store, out: &Out, progress: &dyn Progress) -> Result<()> {
     match cmd {
-        OciCommand::Import { src, name } => {
+        OciCommand::Import { src, name, image } => {
             let name = name.as_deref().map(Key::new).transpose()?;
-            let done = cairn_oci::import(store, &src, name.as_ref())?;
+            let done = cairn_oci::import(store, &src, name.as_ref(), image.as_deref())?;
             let rec = &done.record;
             if !done.dropped.is_empty() {
                 tracing::warn!(

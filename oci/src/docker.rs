@@ -41,7 +41,7 @@ struct SaveEntry {
 
 /// An object with keys inserted in sorted order (so the output is sorted whether or not
 /// serde_json preserves insertion order).
-fn obj(mut pairs: Vec<(&str, Value)>) -> Value {
+pub(crate) fn obj(mut pairs: Vec<(&str, Value)>) -> Value {
     pairs.sort_by(|a, b| a.0.cmp(b.0));
     let mut m = Map::new();
     for (k, v) in pairs {
@@ -50,7 +50,7 @@ fn obj(mut pairs: Vec<(&str, Value)>) -> Value {
     Value::Object(m)
 }
 
-fn stage(store: &Store, bytes: Vec<u8>, what: &str) -> Result<Staged> {
+pub(crate) fn stage(store: &Store, bytes: Vec<u8>, what: &str) -> Result<Staged> {
     let blob = store.stage_content(Cursor::new(&bytes), bytes.len() as u64, what)?;
     Ok(Staged {
         size: bytes.len() as u64,

@@ -7,12 +7,14 @@
 //! walks everything `index.json` reaches; export writes the layout back byte for byte.
 //!
 //! Sources: an OCI layout folder, an OCI archive (that layout as a plain, gzip or zstd tar, as
-//! `docker buildx build --output type=oci` writes), or a `docker save` archive, converted to a
-//! layout (mapping in `docs/format.md`).
+//! `docker buildx build --output type=oci` writes), a `docker save` archive (its layers may be
+//! links to other members, as skopeo and Docker write repeated layers), or a skopeo `dir:`
+//! layout, the last two converted to a layout (mapping in `docs/format.md`).
 
 #![warn(missing_docs)]
 
 mod digest;
+mod dirlayout;
 mod docker;
 mod error;
 mod export;
@@ -22,6 +24,7 @@ mod import;
 mod inspect;
 mod layer;
 mod merge;
+mod pick;
 mod platform;
 mod source;
 mod walk;
