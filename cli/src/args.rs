@@ -288,6 +288,18 @@ pub enum OciCommand {
         /// As a deterministic OCI archive (.tar; .tar.gz or .tar.zst compress it)
         #[arg(long, value_name = "FILE", group = "dest")]
         archive: Option<PathBuf>,
+        /// One image (the --platform one) as a deterministic docker-save archive (Docker Image
+        /// Spec v1.2, for docker load, podman load, skopeo docker-archive:), layers uncompressed
+        #[arg(long, value_name = "FILE", group = "dest")]
+        docker_archive: Option<PathBuf>,
+        /// With --docker-archive: the RepoTag, NAME:TAG [default: the image's ref name if it is
+        /// one, else untagged]
+        #[arg(long, value_name = "NAME:TAG", requires = "docker_archive")]
+        tag: Option<String>,
+        /// With --docker-archive: the platform to pick from a multi-platform image,
+        /// os/arch[/variant] [default: the host's]
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform, requires = "docker_archive")]
+        platform: Option<cairn_oci::Platform>,
     },
     /// Show an imported image's index, manifests, platforms, configs and layers
     Inspect {

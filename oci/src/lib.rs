@@ -9,13 +9,15 @@
 //! Sources: an OCI layout folder, an OCI archive (that layout as a plain, gzip or zstd tar, as
 //! `docker buildx build --output type=oci` writes), a `docker save` archive (its layers may be
 //! links to other members, as skopeo and Docker write repeated layers), or a skopeo `dir:`
-//! layout, the last two converted to a layout (mapping in `docs/format.md`).
+//! layout, the last two converted to a layout (mapping in `docs/format.md`). Exports: the
+//! layout, an OCI archive, or one image as a `docker save` archive (`docker_export`).
 
 #![warn(missing_docs)]
 
 mod digest;
 mod dirlayout;
 mod docker;
+mod docker_export;
 mod error;
 mod export;
 mod extract;
@@ -30,6 +32,7 @@ mod source;
 mod walk;
 
 pub use digest::{Alg, OciDigest};
+pub use docker_export::{DockerExport, export_docker_archive, valid_tag};
 pub use error::{OciError, Result};
 pub use export::{check_layout, export_archive, export_layout};
 pub use extract::{

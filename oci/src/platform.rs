@@ -119,6 +119,8 @@ pub(crate) struct LayerRef {
 pub(crate) struct Chosen {
     /// The manifest's digest.
     pub manifest: OciDigest,
+    /// Its config's digest.
+    pub config: OciDigest,
     /// Its platform.
     pub platform: Platform,
     /// Its layers, lowest first.
@@ -188,8 +190,15 @@ pub(crate) fn choose(image: &StoredImage, want: &Platform) -> Result<Chosen> {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let raw_config = m.config().digest().to_string();
+            let config = OciDigest::parse(&raw_config).map_err(|reason| OciError::Blob {
+                src: src.clone(),
+                digest: raw_config.clone(),
+                reason,
+            })?;
             return Ok(Chosen {
                 manifest: digest,
+                config,
                 platform,
                 layers,
             });
