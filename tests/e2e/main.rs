@@ -10,5 +10,7 @@ mod hostile_archive;
 mod hostile_table;
 mod oci;
 mod oci_extract;
+mod real_tools;
 mod remote;
 mod roundtrip;
+mod tools;

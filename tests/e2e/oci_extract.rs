@@ -225,7 +225,7 @@ fn rich_layers() -> [Vec<u8>; 3] {
 /// bits, owner, size, content hash, link target, mtime (not for symlinks or folders, whose
 /// mtimes change as their entries are made), device numbers, user xattrs, and which other
 /// paths share its inode.
-fn model(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn model(root: &Path) -> BTreeMap<String, String> {
     let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let mut out = BTreeMap::new();
     let mut stack = vec![PathBuf::new()];
@@ -305,6 +305,19 @@ fn umoci_unpack(env: &Env, layout: &Path, tag: &str, name: &str) -> PathBuf {
 }
 
 fn assert_same_model(want: &BTreeMap<String, String>, got: &BTreeMap<String, String>, what: &str) {
+    let diffs = model_diffs(want, got);
+    assert!(
+        diffs.is_empty(),
+        "{what} differs from umoci:\n{}",
+        diffs.join("\n")
+    );
+}
+
+/// Every path where `got` (cairn's) differs from `want` (umoci's), one line each.
+pub(crate) fn model_diffs(
+    want: &BTreeMap<String, String>,
+    got: &BTreeMap<String, String>,
+) -> Vec<String> {
     let mut diffs = Vec::new();
     for (k, v) in want {
         match got.get(k) {
@@ -318,15 +331,11 @@ fn assert_same_model(want: &BTreeMap<String, String>, got: &BTreeMap<String, Str
             diffs.push(format!("{k}: extra ({g})"));
         }
     }
-    assert!(
-        diffs.is_empty(),
-        "{what} differs from umoci:\n{}",
-        diffs.join("\n")
-    );
+    diffs
 }
 
 /// Whether this process runs as root (`/proc/self` belongs to the process's effective user).
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
