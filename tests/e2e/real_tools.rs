@@ -275,11 +275,26 @@ fn exports_are_read_back_by_skopeo_umoci_podman_and_docker_with_the_same_digests
     let diffs = model_diffs(&model(&m.refs["buildah"]), &model(&bundle.join("rootfs")));
     assert!(diffs.is_empty(), "umoci unpack of the export: {diffs:?}");
 
-    // --archive: skopeo reads it; podman loads it as the same image.
+    // --archive: skopeo reads and copies it; podman loads it as the same image.
     let archive = env.path("bo.tar");
     env.ok(&["oci", "export", "bo", "--archive", s(&archive)]);
     assert_eq!(
         skopeo_digest(&format!("oci-archive:{}", s(&archive))),
+        manifest_digest
+    );
+    let copy2 = env.path("skopeo-copy-2");
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            &format!("oci-archive:{}", s(&archive)),
+            &format!("oci:{}:c", s(&copy2)),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        skopeo_digest(&format!("oci:{}:c", s(&copy2))),
         manifest_digest
     );
     assert_eq!(loaded_id(m, false, &archive), config_digest);
