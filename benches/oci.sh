@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# OCI image benchmark (issue 3, "Speed"): cairn oci extract / import against umoci unpack and
-# skopeo copy, on a 1-layer and a 5-layer gzip image built with umoci from a debootstrap
-# (minbase, bookworm) Debian root filesystem; peak RSS of import and extract; the space the
-# layer cache takes in the store; and a path-by-path check that cairn's extraction equals
-# umoci's.
+# OCI image benchmark (issues 3 and 11, "Speed"): cairn oci extract / import against umoci
+# unpack and skopeo copy, on a 1-layer and a 5-layer gzip image built with umoci from a
+# debootstrap (minbase, bookworm) Debian root filesystem; peak RSS of import and extract; the
+# space the layer cache takes in the store; and a path-by-path check that cairn's extraction
+# equals umoci's. Targets (issue 11, diff_id checking included): first extract <= 0.35x of umoci
+# unpack, second <= 0.1x, import <= 0.4x of skopeo copy oci-archive: oci:.
 #
 # Usage: bash benches/oci.sh            (see benches/README.md; needs root, for debootstrap and
 #                                         so that both extractors apply owners)
@@ -12,6 +13,9 @@
 #   CAIRN=path          cairn binary to test (default: build it with cargo --release into
 #                       ${CARGO_TARGET_DIR:-target})
 #   CAIRN_REV=text      what to call that binary in the results (e.g. "commit abc1234")
+#   CAIRN_BASE=path     a second cairn binary (e.g. one without diff_id checking) timed in the
+#                       same hyperfine runs as CAIRN for the first extraction and the import,
+#                       to state what a change costs; CAIRN_BASE_REV names it
 #   BENCH_DIR=dir       work folder (default /tmp/cairn-oci-bench); everything goes in here
 #   RUNS=n WARMUP=n     hyperfine runs per command (default 5) and warmup runs (default 1)
 #   SUITE=bookworm      Debian suite for debootstrap; MIRROR=url its mirror
@@ -226,6 +230,17 @@ row() {
         "$(met_le "$r" "$target")" "$(min_ratio "$json")" "$l0" "$(load)" >>"$SUMMARY"
 }
 
+# With CAIRN_BASE: appends a row for hyperfine export $2's first command (CAIRN) against its
+# third (CAIRN_BASE): what the change between the two binaries costs.
+base_row() {
+    [[ -n ${CAIRN_BASE:-} ]] || return 0
+    local what=$1 json=$2 a c
+    a=$(median "$json" 0) c=$(median "$json" 2)
+    printf '| %s: cairn vs base (%s) | %s (σ %s) | base: %s (σ %s) | %sx | | | | |\n' "$what" \
+        "${CAIRN_BASE_REV:-$CAIRN_BASE}" "$(fmt "$a")" "$(fmt "$(stddev "$json" 0)")" "$(fmt "$c")" \
+        "$(fmt "$(stddev "$json" 2)")" "$(ratio "$a" "$c")" >>"$SUMMARY"
+}
+
 # Runs "$@" under /usr/bin/time -v and samples RssAnon/RssFile every 50 ms.
 # Prints "maxrss_kb peak_anon_kb peak_file_kb seconds".
 measure_rss() {
@@ -320,15 +335,27 @@ bench_image() {
         $((s_import / 1024)) $((s_extract / 1024)) $(((s_extract - s_import) / 1024)) >>"$SPACE_ROWS"
     bash "$BIN/aside.sh" "$dest" "$bundle"
 
+    # With CAIRN_BASE, the base binary is the third command of the first-extraction and import
+    # runs (its own store copies: it may write another layer-row version).
+    local base_extract=() base_import=()
+    if [[ -n ${CAIRN_BASE:-} ]]; then
+        base_extract=(--prepare "bash '$BIN/fresh-store.sh' '$pristine' '$store.base' '$dest.base'"
+            -n "base oci extract (first)" "'$CAIRN_BASE' --store '$store.base' -q oci extract $key '$dest.base'")
+        base_import=(--prepare "bash '$BIN/aside.sh' '$store.base'"
+            -n "base oci import" "'$CAIRN_BASE' --store '$store.base' -q oci import '$archive' --name $key")
+    fi
+
     l0=$(load)
     log "image $i: first extraction (empty layer cache) vs umoci unpack"
     hf --export-json "$RES/extract1-$i.json" \
         --prepare "bash '$BIN/fresh-store.sh' '$pristine' '$store' '$dest'" \
         -n "cairn oci extract (first)" "'$CAIRN' --store '$store' -q oci extract $key '$dest'" \
         --prepare "bash '$BIN/aside.sh' '$bundle'" \
-        -n "umoci unpack" "umoci unpack --image '$layout:$i' '$bundle'"
-    row "$i: first extract vs umoci unpack" "$RES/extract1-$i.json" "umoci" 0.5 "$l0"
-    bash "$BIN/aside.sh" "$store" "$dest" "$bundle"
+        -n "umoci unpack" "umoci unpack --image '$layout:$i' '$bundle'" \
+        "${base_extract[@]}"
+    row "$i: first extract vs umoci unpack" "$RES/extract1-$i.json" "umoci" 0.35 "$l0"
+    base_row "$i: first extract" "$RES/extract1-$i.json"
+    bash "$BIN/aside.sh" "$store" "$dest" "$bundle" "$store.base" "$dest.base"
     purge_trash
 
     l0=$(load)
@@ -338,7 +365,7 @@ bench_image() {
         -n "cairn oci extract (second)" "'$CAIRN' --store '$warm' -q oci extract $key '$dest'" \
         --prepare "bash '$BIN/aside.sh' '$bundle'" \
         -n "umoci unpack" "umoci unpack --image '$layout:$i' '$bundle'"
-    row "$i: second extract vs umoci unpack" "$RES/extract2-$i.json" "umoci" 0.2 "$l0"
+    row "$i: second extract vs umoci unpack" "$RES/extract2-$i.json" "umoci" 0.1 "$l0"
     bash "$BIN/aside.sh" "$dest" "$bundle"
     purge_trash
 
@@ -348,9 +375,11 @@ bench_image() {
         --prepare "bash '$BIN/aside.sh' '$store'" \
         -n "cairn oci import" "'$CAIRN' --store '$store' -q oci import '$archive' --name $key" \
         --prepare "bash '$BIN/aside.sh' '$skdir'" \
-        -n "skopeo copy" "skopeo copy -q 'oci-archive:$archive' 'oci:$skdir:$i'"
-    row "$i: import vs skopeo copy" "$RES/import-$i.json" "skopeo" 1.0 "$l0"
-    bash "$BIN/aside.sh" "$store" "$skdir"
+        -n "skopeo copy" "skopeo copy -q 'oci-archive:$archive' 'oci:$skdir:$i'" \
+        "${base_import[@]}"
+    row "$i: import vs skopeo copy" "$RES/import-$i.json" "skopeo" 0.4 "$l0"
+    base_row "$i: import" "$RES/import-$i.json"
+    bash "$BIN/aside.sh" "$store" "$skdir" "$store.base"
 
     log "image $i: peak RSS"
     local m

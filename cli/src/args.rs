@@ -262,14 +262,20 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum OciCommand {
-    /// Import an OCI layout folder, an OCI archive (tar, tar.gz, tar.zst) or a docker-save
-    /// archive, checking every blob against its digest, and bind a key to its layout tree
+    /// Import an OCI layout folder, an OCI archive (tar, tar.gz, tar.zst), a docker-save
+    /// archive or a skopeo dir: layout, checking every blob against its digest, and bind a key
+    /// to its layout tree
     Import {
-        /// Layout folder or archive
+        /// Layout folder, archive, or dir: layout folder
         src: PathBuf,
-        /// Key to bind [default: the index's single org.opencontainers.image.ref.name]
+        /// Key to bind [default: the index's single org.opencontainers.image.ref.name]; in a
+        /// docker-archive of several images, one of its references picks that image
         #[arg(long, value_name = "KEY")]
         name: Option<String>,
+        /// Keep only the image whose reference (org.opencontainers.image.ref.name, or a
+        /// docker-archive's RepoTag) is REF
+        #[arg(long, value_name = "REF")]
+        image: Option<String>,
     },
     /// Write an imported image back, every blob byte-identical
     #[command(group(clap::ArgGroup::new("dest").required(true)))]
@@ -282,6 +288,18 @@ pub enum OciCommand {
         /// As a deterministic OCI archive (.tar; .tar.gz or .tar.zst compress it)
         #[arg(long, value_name = "FILE", group = "dest")]
         archive: Option<PathBuf>,
+        /// One image (the --platform one) as a deterministic docker-save archive (Docker Image
+        /// Spec v1.2, for docker load, podman load, skopeo docker-archive:), layers uncompressed
+        #[arg(long, value_name = "FILE", group = "dest")]
+        docker_archive: Option<PathBuf>,
+        /// With --docker-archive: the RepoTag, NAME:TAG [default: the image's ref name if it is
+        /// one, else untagged]
+        #[arg(long, value_name = "NAME:TAG", requires = "docker_archive")]
+        tag: Option<String>,
+        /// With --docker-archive: the platform to pick from a multi-platform image,
+        /// os/arch[/variant] [default: the host's]
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform, requires = "docker_archive")]
+        platform: Option<cairn_oci::Platform>,
     },
     /// Show an imported image's index, manifests, platforms, configs and layers
     Inspect {

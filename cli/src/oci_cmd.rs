@@ -17,9 +17,9 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 
 pub fn run(cmd: OciCommand, store: &Store, out: &Out, progress: &dyn Progress) -> Result<()> {
     match cmd {
-        OciCommand::Import { src, name } => {
+        OciCommand::Import { src, name, image } => {
             let name = name.as_deref().map(Key::new).transpose()?;
-            let done = cairn_oci::import(store, &src, name.as_ref())?;
+            let done = cairn_oci::import(store, &src, name.as_ref(), image.as_deref())?;
             let rec = &done.record;
             if !done.dropped.is_empty() {
                 tracing::warn!(
@@ -54,6 +54,9 @@ pub fn run(cmd: OciCommand, store: &Store, out: &Out, progress: &dyn Progress) -
             target,
             layout,
             archive,
+            docker_archive,
+            tag,
+            platform,
         } => {
             if let Some(dir) = layout {
                 let stats = cairn_oci::export_layout(store, &target, &dir, progress)?;
@@ -72,6 +75,24 @@ pub fn run(cmd: OciCommand, store: &Store, out: &Out, progress: &dyn Progress) -
                         "target": target,
                         "archive": file.display().to_string(),
                         "entries": entries,
+                    }));
+                }
+            } else if let Some(file) = docker_archive {
+                let done = cairn_oci::export_docker_archive(
+                    store,
+                    &target,
+                    &file,
+                    tag.as_deref(),
+                    platform.as_ref(),
+                )?;
+                if out.json {
+                    return print_json(&json!({
+                        "target": target,
+                        "docker_archive": file.display().to_string(),
+                        "config": done.config,
+                        "manifest": done.manifest,
+                        "tag": done.tag,
+                        "entries": done.entries,
                     }));
                 }
             }

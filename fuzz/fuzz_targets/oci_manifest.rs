@@ -178,7 +178,7 @@ impl State {
 
         let key = Key::new("fuzz/img").unwrap();
         let name = (flags & 4 == 0).then_some(&key);
-        let result = cairn_oci::import(&self.store, &input, name);
+        let result = cairn_oci::import(&self.store, &input, name, None);
         let leftovers = names(&self.store_dir.join("tmp"));
         assert!(
             leftovers.is_empty(),

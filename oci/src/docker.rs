@@ -41,7 +41,7 @@ struct SaveEntry {
 
 /// An object with keys inserted in sorted order (so the output is sorted whether or not
 /// serde_json preserves insertion order).
-fn obj(mut pairs: Vec<(&str, Value)>) -> Value {
+pub(crate) fn obj(mut pairs: Vec<(&str, Value)>) -> Value {
     pairs.sort_by(|a, b| a.0.cmp(b.0));
     let mut m = Map::new();
     for (k, v) in pairs {
@@ -50,7 +50,7 @@ fn obj(mut pairs: Vec<(&str, Value)>) -> Value {
     Value::Object(m)
 }
 
-fn stage(store: &ImportSession, bytes: Vec<u8>, what: &str) -> Result<Staged> {
+pub(crate) fn stage(store: &ImportSession, bytes: Vec<u8>, what: &str) -> Result<Staged> {
     let blob = store.stage_stream(Cursor::new(&bytes), bytes.len() as u64, None, what)?;
     Ok(Staged {
         size: bytes.len() as u64,
@@ -71,6 +71,8 @@ fn take(
     raw: &str,
 ) -> Result<Taken> {
     let path = normalize(raw.as_bytes()).map_err(|r| c.entry_err(raw, r))?;
+    // A link member stands for the member it resolves to (checked when collected).
+    let path = c.aliases.get(&path).cloned().unwrap_or(path);
     if let Some(d) = moved.get(&path) {
         let s = &blobs[d];
         return Ok((d.clone(), s.size, s.head.clone(), s.json.clone()));

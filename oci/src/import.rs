@@ -24,6 +24,8 @@ pub enum SourceKind {
     OciArchive,
     /// A `docker save` archive.
     DockerArchive,
+    /// skopeo's `dir:` layout.
+    Dir,
 }
 
 impl SourceKind {
@@ -33,6 +35,7 @@ impl SourceKind {
             SourceKind::Layout => "layout",
             SourceKind::OciArchive => "oci-archive",
             SourceKind::DockerArchive => "docker-archive",
+            SourceKind::Dir => "dir",
         }
     }
 }
@@ -81,6 +84,12 @@ pub struct Imported {
 }
 
 fn from_oci(c: Collected) -> Result<Layout> {
+    if let Some(link) = c.aliases.keys().next() {
+        return Err(c.entry_err(
+            link,
+            "a link member in an OCI archive (its files are the layout's, all regular)",
+        ));
+    }
     let mut members = c.members;
     let src = c.src;
     let take = |members: &mut BTreeMap<String, source::Member>, name: &str| {
@@ -155,10 +164,18 @@ fn dir(name: &str, trees: &mut Vec<(Id, Vec<u8>)>, entries: Vec<Entry>) -> Entry
     }
 }
 
-/// Imports the image at `src` (a layout folder, an OCI archive or a docker-save archive) and
-/// binds `name`, or the index's single `org.opencontainers.image.ref.name`, to its layout tree.
-/// Nothing is bound unless every blob matches its digest and every descriptor's size.
-pub fn import(store: &Store, src: &Path, name: Option<&Key>) -> Result<Imported> {
+/// Imports the image at `src` (a layout folder, an OCI archive, a docker-save archive or a
+/// skopeo `dir:` layout) and binds `name`, or the index's single
+/// `org.opencontainers.image.ref.name`, to its layout tree. With `image`, only the index entries
+/// of that ref name are kept (a docker-archive of several images needs one picked, by `image` or
+/// by a `name` that is one of its references). Nothing is bound unless every blob matches its
+/// digest and every descriptor's size.
+pub fn import(
+    store: &Store,
+    src: &Path,
+    name: Option<&Key>,
+    image: Option<&str>,
+) -> Result<Imported> {
     let session = store.import()?;
     let c = source::collect(&session, src)?;
     let (kind, mut layout) = if c.members.contains_key("index.json") {
@@ -168,19 +185,18 @@ pub fn import(store: &Store, src: &Path, name: Option<&Key>) -> Result<Imported>
             SourceKind::OciArchive
         };
         (kind, from_oci(c)?)
+    } else if crate::dirlayout::is_dir_layout(&c) {
+        (SourceKind::Dir, crate::dirlayout::convert(&session, c)?)
     } else if !c.is_dir && c.members.contains_key("manifest.json") {
         (
             SourceKind::DockerArchive,
             crate::docker::convert(&session, c)?,
         )
     } else {
-        return Err(OciError::Source {
-            src: src.to_path_buf(),
-            entry: None,
-            reason: "neither an OCI image layout (no index.json) nor a docker-save archive \
-                     (no manifest.json)"
-                .into(),
-        });
+        return Err(source::not_an_image(
+            src,
+            "no index.json, nor a docker-save manifest.json",
+        ));
     };
     let layout_err = |entry: &str, reason: String| OciError::Source {
         src: src.to_path_buf(),
@@ -206,6 +222,7 @@ pub fn import(store: &Store, src: &Path, name: Option<&Key>) -> Result<Imported>
             format!("unknown imageLayoutVersion {:?}", v.image_layout_version),
         ));
     }
+    crate::pick::pick(&session, &mut layout, kind, src, image, name)?;
     let index_bytes = layout
         .index_json
         .json

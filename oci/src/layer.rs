@@ -1,9 +1,10 @@
 //! Decomposing image layers into the store: each layer's tar stream is read once, in parallel
-//! across layers, verified against the layer blob's id as it streams, and kept as a tree whose
-//! files are ordinary blobs (a [`LayerTree`], recorded as a tree derived from the layer blob, so
+//! across layers, verified against the layer blob's id as it streams and against the config's
+//! `diff_id` (its uncompressed sha256, hashed on the thread that decompresses, so it costs no
+//! extra pass), and kept as a tree whose files are ordinary blobs (a [`LayerTree`], recorded as a tree derived from the layer blob, so
 //! the store keeps it exactly as long as the layer). Later extractions, listings and `--path`
-//! reads reuse it and never decompress the layer again; files shared by layers or images are
-//! stored once.
+//! reads reuse it and never decompress the layer again (checking the `diff_id` against the one
+//! recorded); files shared by layers or images are stored once.
 //!
 //! A layer tree keeps the layer's own view: whiteout files (`.wh.NAME`, `.wh..wh..opq`) are
 //! ordinary entries, and a hardlink's target is a path that may be in a lower layer; merging
@@ -20,7 +21,9 @@ use std::sync::{Mutex, mpsc};
 
 use cairn_store::blobs::VerifiedReader;
 use cairn_store::{Id, Import, ImportSession, IngestOptions, Progress, TarOptions};
+use sha2::{Digest as _, Sha256};
 
+use crate::digest::{Alg, OciDigest};
 use crate::error::{OciError, Result};
 use crate::image::StoredImage;
 use crate::media;
@@ -81,7 +84,10 @@ pub(crate) fn decompose_all(
             });
         }
         let cached = LayerTree::cached(session, &id)?;
-        if cached.is_none() {
+        if let Some(row) = &cached {
+            // Decomposed before, when its stream hashed to the recorded digest.
+            check_diff_id(image, n, layers.len(), l, &row.uncompressed_sha256)?;
+        } else {
             todo.push((n, id, size));
         }
         out.push(cached);
@@ -101,7 +107,8 @@ pub(crate) fn decompose_all(
                         }
                         let (n, id, size) = todo[i];
                         let from = origin(image, n, layers.len(), &layers[n]);
-                        let r = decompose(session, &id, size, &from, max_bytes);
+                        let r =
+                            decompose(session, &id, size, &layers[n].diff_id, &from, max_bytes);
                         if r.is_err() {
                             failed.store(true, Ordering::SeqCst);
                         }
@@ -149,13 +156,61 @@ impl<R: Read> Read for CheckedToEnd<R> {
     }
 }
 
+/// The error for a layer whose uncompressed stream hashed to `got` where its config says
+/// `diff_id`.
+fn diff_id_error(from: PathBuf, diff_id: &OciDigest, got: &[u8; 32]) -> OciError {
+    OciError::Image {
+        src: from,
+        reason: format!(
+            "uncompressed content hashes to sha256:{}, but the config's diff_id is {diff_id}",
+            hex::encode(got),
+        ),
+    }
+}
+
+fn check_diff_id(
+    image: &StoredImage,
+    n: usize,
+    of: usize,
+    layer: &LayerRef,
+    got: &[u8; 32],
+) -> Result<()> {
+    if diff_id_bytes(&layer.diff_id) == Some(*got) {
+        return Ok(());
+    }
+    Err(diff_id_error(
+        origin(image, n, of, layer),
+        &layer.diff_id,
+        got,
+    ))
+}
+
+/// The 32 bytes of a sha256 digest.
+fn diff_id_bytes(d: &OciDigest) -> Option<[u8; 32]> {
+    if d.alg != Alg::Sha256 {
+        return None;
+    }
+    hex::decode(&d.hex).ok()?.try_into().ok()
+}
+
+/// Whether a layer entry's name is a whiteout (`.wh.NAME`, or the opaque marker
+/// `.wh..wh..opq`).
+fn is_whiteout(name: &[u8]) -> bool {
+    name.starts_with(b".wh.")
+}
+
 fn decompose(
     session: &ImportSession,
     id: &Id,
     size: u64,
+    diff_id: &OciDigest,
     from: &std::path::Path,
     max_bytes: u64,
 ) -> Result<LayerTree> {
+    let want = diff_id_bytes(diff_id).ok_or_else(|| OciError::Image {
+        src: from.to_path_buf(),
+        reason: format!("diff_id {diff_id} is not a sha256 digest"),
+    })?;
     let raw = session
         .reader()
         .open_blob(id, Some(size), None)
@@ -168,7 +223,7 @@ fn decompose(
     // large layer keeps two cores busy. The byte stream, and every error in it, reach the
     // parser in the same order as from a plain reader.
     let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<()>>(1);
-    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_CHUNKS);
+    let (tx, rx) = mpsc::sync_channel::<Chunk>(PIPE_CHUNKS);
     std::thread::scope(|s| {
         s.spawn(move || {
             let tar = match open_decoded(raw, from) {
@@ -193,12 +248,15 @@ fn decompose(
                 });
             }
         }
+        let mismatch = Rc::new(RefCell::new(None));
         let piped = Piped {
             rx,
             chunk: Vec::new(),
             pos: 0,
             over: false,
             failed: false,
+            want,
+            mismatch: mismatch.clone(),
         };
         // Dropping `piped` (at the end of this call) stops the reader thread if the parser
         // ended early.
@@ -207,13 +265,26 @@ fn decompose(
                 preserve: true,
                 epoch: 0,
             },
+            // A hardlink's target may be a file of a lower layer: merging resolves it.
             open_hardlinks: true,
             max_bytes: Some(max_bytes),
             level: Some(LAYER_COMPRESSION_LEVEL),
+            // Some writers (`umoci insert`) end a layer right after the last member's data;
+            // the layer's digest (and diff_id) prove the stream complete.
+            complete_at_end: true,
+            // `X/.wh.NAME` after this layer made `X` a file or a symlink (`umoci repack` of a
+            // folder replaced by a file): nothing of the lower layers' `X/NAME` is left to
+            // delete, so it is a no-op, as umoci and containerd apply it.
+            skip_below_non_folder: Some(is_whiteout),
         };
-        let tar = session.ingest_tar(piped, from, &opts)?;
+        let tar = session.ingest_tar(piped, from, &opts);
+        if let Some(got) = mismatch.borrow_mut().take() {
+            return Err(diff_id_error(from.to_path_buf(), diff_id, &got));
+        }
+        let tar = tar?;
         let layer = LayerTree {
             tree: tar.tree,
+            uncompressed_sha256: want,
             implicit: tar.implicit,
         };
         let mut import = Import::default();
@@ -236,6 +307,9 @@ pub const LAYER_COMPRESSION_LEVEL: i32 = 1;
 pub struct LayerTree {
     /// The tree of the layer's entries.
     pub tree: Id,
+    /// The sha256 of the layer's uncompressed tar stream (its OCI `diff_id`), as checked while
+    /// it was decomposed: a later image naming the same layer blob is checked against it.
+    pub uncompressed_sha256: [u8; 32],
     /// Folders no entry of the layer named, as `/`-joined paths from the layer's root (the empty
     /// path is the root itself), sorted.
     pub implicit: Vec<Vec<u8>>,
@@ -249,12 +323,20 @@ impl LayerTree {
         };
         // An unreadable payload is a cache miss: the layer is decomposed again and the row
         // replaced.
-        Ok(LayerTree::decode_payload(&payload).map(|implicit| LayerTree { tree, implicit }))
+        Ok(LayerTree::decode_payload(&payload).map(|(uncompressed_sha256, implicit)| {
+            LayerTree {
+                tree,
+                uncompressed_sha256,
+                implicit,
+            }
+        }))
     }
 
-    /// The payload kept with the derived tree: each implicit folder's path followed by a NUL.
+    /// The payload kept with the derived tree: the uncompressed sha256 (32 bytes), then each
+    /// implicit folder's path followed by a NUL.
     fn encode_payload(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.implicit.iter().map(|p| p.len() + 1).sum());
+        let mut out = Vec::with_capacity(32 + self.implicit.iter().map(|p| p.len() + 1).sum::<usize>());
+        out.extend_from_slice(&self.uncompressed_sha256);
         for p in &self.implicit {
             out.extend_from_slice(p);
             out.push(0);
@@ -262,13 +344,25 @@ impl LayerTree {
         out
     }
 
-    fn decode_payload(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
-        match bytes.split_last() {
-            None => Some(Vec::new()),
-            Some((0, rest)) => Some(rest.split(|&b| b == 0).map(<[u8]>::to_vec).collect()),
-            Some(_) => None,
-        }
+    fn decode_payload(bytes: &[u8]) -> Option<([u8; 32], Vec<Vec<u8>>)> {
+        let (sha, paths) = bytes.split_at_checked(32)?;
+        let implicit = match paths.split_last() {
+            None => Vec::new(),
+            Some((0, rest)) => rest.split(|&b| b == 0).map(<[u8]>::to_vec).collect(),
+            Some(_) => return None,
+        };
+        Some((sha.try_into().ok()?, implicit))
     }
+}
+
+/// What the reader thread sends the parser.
+enum Chunk {
+    /// Decompressed bytes.
+    Data(Vec<u8>),
+    /// The end of the stream, and the sha256 of all of it.
+    End([u8; 32]),
+    /// The stream failed.
+    Failed(io::Error),
 }
 
 /// Chunks of decompressed layer bytes the reader thread may be ahead of the parser by.
@@ -291,9 +385,11 @@ fn open_decoded(raw: VerifiedReader, from: &std::path::Path) -> Result<Box<dyn R
     }))
 }
 
-/// Reads `tar` to its end in chunks into `tx`; an empty chunk marks the end, an error ends
-/// the stream. Stops early when the receiver is gone.
-fn pump(mut tar: Box<dyn Read>, tx: &mpsc::SyncSender<io::Result<Vec<u8>>>) {
+/// Reads `tar` to its end in chunks into `tx`, hashing them (sha256, the layer's `diff_id`);
+/// [`Chunk::End`] marks the end, [`Chunk::Failed`] a failure. Stops early when the receiver
+/// is gone.
+fn pump(mut tar: Box<dyn Read>, tx: &mpsc::SyncSender<Chunk>) {
+    let mut sha = Sha256::new();
     loop {
         let mut chunk = vec![0u8; PIPE_CHUNK];
         let mut len = 0;
@@ -310,33 +406,40 @@ fn pump(mut tar: Box<dyn Read>, tx: &mpsc::SyncSender<io::Result<Vec<u8>>>) {
                 Err(e) => {
                     if len > 0 {
                         chunk.truncate(len);
-                        let _ = tx.send(Ok(chunk));
+                        let _ = tx.send(Chunk::Data(chunk));
                     }
-                    let _ = tx.send(Err(e));
+                    let _ = tx.send(Chunk::Failed(e));
                     return;
                 }
             }
         };
         chunk.truncate(len);
-        if len > 0 && tx.send(Ok(chunk)).is_err() {
+        sha.update(&chunk);
+        if len > 0 && tx.send(Chunk::Data(chunk)).is_err() {
             return;
         }
         if end {
-            let _ = tx.send(Ok(Vec::new()));
+            let _ = tx.send(Chunk::End(sha.finalize().into()));
             return;
         }
     }
 }
 
-/// The receiving end of [`pump`], as a reader.
+/// The receiving end of [`pump`], as a reader. At the end of the stream it checks the
+/// stream's sha256 against the `diff_id` and, on a mismatch, fails instead of ending (so the
+/// parser records nothing) and leaves the digest it got in `mismatch`.
 struct Piped {
-    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    rx: mpsc::Receiver<Chunk>,
     chunk: Vec<u8>,
     pos: usize,
     /// The stream ended: every later read returns 0.
     over: bool,
     /// The stream failed: every later read fails too.
     failed: bool,
+    /// The sha256 the whole stream must have.
+    want: [u8; 32],
+    /// The sha256 it had instead, once known.
+    mismatch: Rc<RefCell<Option<[u8; 32]>>>,
 }
 
 impl Read for Piped {
@@ -352,12 +455,19 @@ impl Read for Piped {
                 return Ok(0);
             }
             match self.rx.recv() {
-                Ok(Ok(chunk)) if chunk.is_empty() => self.over = true,
-                Ok(Ok(chunk)) => {
+                Ok(Chunk::End(got)) if got != self.want => {
+                    self.failed = true;
+                    *self.mismatch.borrow_mut() = Some(got);
+                    return Err(io::Error::other(
+                        "the layer's uncompressed content does not match its diff_id",
+                    ));
+                }
+                Ok(Chunk::End(_)) => self.over = true,
+                Ok(Chunk::Data(chunk)) => {
                     self.chunk = chunk;
                     self.pos = 0;
                 }
-                Ok(Err(e)) => {
+                Ok(Chunk::Failed(e)) => {
                     self.failed = true;
                     return Err(e);
                 }
@@ -382,13 +492,20 @@ mod tests {
     fn payloads_round_trip_and_garbage_is_a_miss() {
         let t = LayerTree {
             tree: Id::of(b"t"),
+            uncompressed_sha256: [7; 32],
             implicit: vec![Vec::new(), b"a/b".to_vec(), b"c".to_vec()],
         };
         assert_eq!(
             LayerTree::decode_payload(&t.encode_payload()),
-            Some(t.implicit.clone())
+            Some(([7; 32], t.implicit.clone()))
         );
-        assert_eq!(LayerTree::decode_payload(&[]), Some(Vec::new()));
-        assert_eq!(LayerTree::decode_payload(b"a\0b"), None);
+        assert_eq!(
+            LayerTree::decode_payload(&[1; 32]),
+            Some(([1; 32], Vec::new()))
+        );
+        assert_eq!(LayerTree::decode_payload(&[1; 31]), None, "too short");
+        let mut unterminated = [0u8; 32].to_vec();
+        unterminated.extend_from_slice(b"a\0b");
+        assert_eq!(LayerTree::decode_payload(&unterminated), None);
     }
 }

@@ -7,13 +7,17 @@
 //! walks everything `index.json` reaches; export writes the layout back byte for byte.
 //!
 //! Sources: an OCI layout folder, an OCI archive (that layout as a plain, gzip or zstd tar, as
-//! `docker buildx build --output type=oci` writes), or a `docker save` archive, converted to a
-//! layout (mapping in `docs/format.md`).
+//! `docker buildx build --output type=oci` writes), a `docker save` archive (its layers may be
+//! links to other members, as skopeo and Docker write repeated layers), or a skopeo `dir:`
+//! layout, the last two converted to a layout (mapping in `docs/format.md`). Exports: the
+//! layout, an OCI archive, or one image as a `docker save` archive (`docker_export`).
 
 #![warn(missing_docs)]
 
 mod digest;
+mod dirlayout;
 mod docker;
+mod docker_export;
 mod error;
 mod export;
 mod extract;
@@ -22,11 +26,13 @@ mod import;
 mod inspect;
 mod layer;
 mod merge;
+mod pick;
 mod platform;
 mod source;
 mod walk;
 
 pub use digest::{Alg, OciDigest};
+pub use docker_export::{DockerExport, export_docker_archive, valid_tag};
 pub use error::{OciError, Result};
 pub use export::{check_layout, export_archive, export_layout};
 pub use extract::{

@@ -159,6 +159,28 @@ impl Cx<'_> {
         })
     }
 
+    /// Whether the layer folder `tree_id` at `path` holds only whiteouts, directly or in
+    /// folders of the layer's that it made only to hold them.
+    fn only_whiteouts(&self, tree_id: Id, path: &mut Vec<Vec<u8>>) -> Result<bool> {
+        let tree = self.tree(tree_id, path)?;
+        for e in &tree.entries {
+            if e.name.starts_with(WHITEOUT) {
+                continue;
+            }
+            let EntryKind::Dir { tree } = &e.kind else {
+                return Ok(false);
+            };
+            path.push(e.name.clone());
+            let implicit = self.implicit.contains(path.join(&b'/').as_slice());
+            let only = implicit && self.only_whiteouts(*tree, path)?;
+            path.pop();
+            if !only {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn apply_dir(
         &self,
         children: &mut Vec<(Vec<u8>, Node)>,
@@ -199,6 +221,18 @@ impl Cx<'_> {
             match &e.kind {
                 EntryKind::Dir { tree } => {
                     let named = !self.implicit.contains(path.join(&b'/').as_slice());
+                    let over_folder = matches!(
+                        children.binary_search_by(|(n, _)| n.as_slice().cmp(&e.name)),
+                        Ok(i) if matches!(children[i].1, Node::Dir { .. })
+                    );
+                    if !named && !over_folder && self.only_whiteouts(*tree, path)? {
+                        // A folder the layer made only to hold whiteouts, over a path that is
+                        // absent or not a folder below: nothing there to delete, so nothing
+                        // changes (never a folder made, never a file or symlink replaced, as
+                        // umoci and containerd apply it).
+                        path.pop();
+                        continue;
+                    }
                     let i = match children.binary_search_by(|(n, _)| n.as_slice().cmp(&e.name)) {
                         Ok(i) if matches!(children[i].1, Node::Dir { .. }) => {
                             if named && let Node::Dir { meta, .. } = &mut children[i].1 {

@@ -90,6 +90,18 @@ struct ConfigPlatform {
     variant: Option<String>,
 }
 
+/// The parts of an image config that list its layers' uncompressed digests.
+#[derive(Deserialize)]
+struct ConfigRootfs {
+    rootfs: Option<Rootfs>,
+}
+
+#[derive(Deserialize)]
+struct Rootfs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
 /// One layer of a chosen image.
 #[derive(Clone, Debug)]
 pub(crate) struct LayerRef {
@@ -97,6 +109,9 @@ pub(crate) struct LayerRef {
     pub digest: OciDigest,
     /// Its media type.
     pub media_type: String,
+    /// The sha256 digest of its uncompressed tar stream, as the config's `rootfs.diff_ids`
+    /// gives it (checked when the layer is decomposed).
+    pub diff_id: OciDigest,
 }
 
 /// The image manifest chosen for a platform.
@@ -104,6 +119,8 @@ pub(crate) struct LayerRef {
 pub(crate) struct Chosen {
     /// The manifest's digest.
     pub manifest: OciDigest,
+    /// Its config's digest.
+    pub config: OciDigest,
     /// Its platform.
     pub platform: Platform,
     /// Its layers, lowest first.
@@ -155,10 +172,12 @@ pub(crate) fn choose(image: &StoredImage, want: &Platform) -> Result<Chosen> {
             None => config_platform(image, m.config())?,
         };
         if want.accepts(&platform) {
+            let diff_ids = config_diff_ids(image, m.config(), m.layers().len())?;
             let layers = m
                 .layers()
                 .iter()
-                .map(|l| {
+                .zip(diff_ids)
+                .map(|(l, diff_id)| {
                     let raw = l.digest().to_string();
                     Ok(LayerRef {
                         digest: OciDigest::parse(&raw).map_err(|reason| OciError::Blob {
@@ -167,11 +186,19 @@ pub(crate) fn choose(image: &StoredImage, want: &Platform) -> Result<Chosen> {
                             reason,
                         })?,
                         media_type: l.media_type().to_string(),
+                        diff_id,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let raw_config = m.config().digest().to_string();
+            let config = OciDigest::parse(&raw_config).map_err(|reason| OciError::Blob {
+                src: src.clone(),
+                digest: raw_config.clone(),
+                reason,
+            })?;
             return Ok(Chosen {
                 manifest: digest,
+                config,
                 platform,
                 layers,
             });
@@ -199,6 +226,40 @@ fn descriptor_platform(d: &Descriptor) -> Option<Platform> {
         arch: p.architecture().to_string(),
         variant: p.variant().clone(),
     })
+}
+
+/// The config's `rootfs.diff_ids`, which must be one sha256 digest per layer of the manifest.
+fn config_diff_ids(
+    image: &StoredImage,
+    config: &Descriptor,
+    layers: usize,
+) -> Result<Vec<OciDigest>> {
+    let raw = config.digest().to_string();
+    let err = |reason: String| OciError::Blob {
+        src: image.src(),
+        digest: raw.clone(),
+        reason,
+    };
+    let digest = OciDigest::parse(&raw).map_err(&err)?;
+    let bytes = image
+        .json(&digest)?
+        .ok_or_else(|| err("image config is missing or too large".into()))?;
+    let c: ConfigRootfs =
+        serde_json::from_slice(&bytes).map_err(|e| err(format!("invalid image config: {e}")))?;
+    let ids = c.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+    if ids.len() != layers {
+        return Err(err(format!(
+            "image config lists {} rootfs.diff_ids for the manifest's {layers} layers",
+            ids.len()
+        )));
+    }
+    ids.iter()
+        .map(|d| match OciDigest::parse(d) {
+            Ok(d) if d.alg == crate::Alg::Sha256 => Ok(d),
+            Ok(_) => Err(err(format!("diff_id {d:?} is not a sha256 digest"))),
+            Err(r) => Err(err(format!("invalid diff_id: {r}"))),
+        })
+        .collect()
 }
 
 fn config_platform(image: &StoredImage, config: &Descriptor) -> Result<Platform> {

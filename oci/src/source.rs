@@ -36,6 +36,10 @@ pub(crate) struct Collected {
     pub members: BTreeMap<String, Member>,
     /// Bytes of JSON documents kept in `members` so far (at most [`crate::MAX_JSON_TOTAL`]).
     pub json_bytes: usize,
+    /// Archive members that are links to other members (`docker save` and skopeo write a
+    /// repeated layer as a symlink to its first copy): link path → the regular member it
+    /// resolves to.
+    pub aliases: BTreeMap<String, String>,
 }
 
 impl Collected {
@@ -163,6 +167,7 @@ pub(crate) fn collect(store: &ImportSession, src: &Path) -> Result<Collected> {
         is_dir: meta.is_dir(),
         members: BTreeMap::new(),
         json_bytes: 0,
+        aliases: BTreeMap::new(),
     };
     if meta.is_dir() {
         collect_dir(store, &mut c, src, "")?;
@@ -215,13 +220,45 @@ fn collect_tar(store: &ImportSession, c: &mut Collected) -> Result<()> {
     let entries = ar
         .entries()
         .map_err(|e| malformed(format!("malformed archive: {e}")))?;
+    // Link member → (the member it names, as written; whether a symlink).
+    let mut links: BTreeMap<String, (Vec<u8>, bool)> = BTreeMap::new();
+    let mut first = true;
     for entry in entries {
-        let mut entry =
-            entry.map_err(|e| malformed(format!("malformed or truncated archive: {e}")))?;
+        let mut entry = entry.map_err(|e| {
+            if first {
+                // Not even one tar header: not an archive at all. (The tar crate's message
+                // quotes the bytes it could not parse: none of that belongs in the line.)
+                not_an_image(&src, "not a tar archive: its first block is no tar header")
+            } else {
+                malformed(format!("malformed or truncated archive: {e}"))
+            }
+        })?;
+        first = false;
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let path = normalize(&raw).map_err(|r| entry_err(&src, &shown, r))?;
-        match entry.header().entry_type() {
+        let etype = entry.header().entry_type();
+        if header_only(etype) && entry.size() != 0 {
+            return Err(entry_err(
+                &src,
+                &shown,
+                format!(
+                    "a {etype:?} entry whose size field says {} bytes: such entries carry no data",
+                    entry.size()
+                ),
+            ));
+        }
+        match etype {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| entry_err(&src, &shown, "a link without a target"))?
+                    .into_owned();
+                if path.is_empty() || links.contains_key(&path) || c.members.contains_key(&path) {
+                    return Err(entry_err(&src, &shown, "duplicate entry"));
+                }
+                links.insert(path, (target, etype == tar::EntryType::Symlink));
+            }
             tar::EntryType::Directory => {}
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if path.is_empty() {
@@ -243,14 +280,102 @@ fn collect_tar(store: &ImportSession, c: &mut Collected) -> Result<()> {
             }
         }
     }
+    if first {
+        return Err(not_an_image(&src, "an empty tar archive"));
+    }
     if hit.get() {
         return Err(malformed(
             "truncated: the archive ends without an end-of-archive marker".into(),
         ));
     }
+    for (path, (target, symlink)) in &links {
+        let real = resolve_link(path, target, *symlink, &links, &c.members)
+            .map_err(|r| entry_err(&src, path, r))?;
+        c.aliases.insert(path.clone(), real);
+    }
     io::copy(&mut ar.into_inner(), &mut io::sink())
         .map_err(|e| malformed(format!("corrupt or truncated compressed stream: {e}")))?;
     Ok(())
+}
+
+/// Entry types that carry no data (see `cairn_store`'s archive reader): a non-zero size field
+/// on one would make tar readers disagree about where the next header is.
+fn header_only(t: tar::EntryType) -> bool {
+    matches!(
+        t,
+        tar::EntryType::Link
+            | tar::EntryType::Symlink
+            | tar::EntryType::Directory
+            | tar::EntryType::Char
+            | tar::EntryType::Block
+            | tar::EntryType::Fifo
+    )
+}
+
+/// Most links followed to resolve one link member (a chain longer than this is a loop).
+const MAX_LINK_HOPS: usize = 8;
+
+/// The regular member that the link member `path` names: a hardlink's target is a path from
+/// the archive's root, a symlink's is relative to the link's folder; either may name another
+/// link. Errors for a target outside the archive or one the archive lacks.
+pub(crate) fn resolve_link(
+    path: &str,
+    target: &[u8],
+    symlink: bool,
+    links: &BTreeMap<String, (Vec<u8>, bool)>,
+    members: &BTreeMap<String, Member>,
+) -> Result<String, String> {
+    let (mut at, mut target, mut symlink) = (path.to_string(), target.to_vec(), symlink);
+    for _ in 0..MAX_LINK_HOPS {
+        let shown = String::from_utf8_lossy(&target).into_owned();
+        let outside = || format!("links to {shown:?}, outside the archive");
+        if target.starts_with(b"/") {
+            return Err(outside());
+        }
+        let text = std::str::from_utf8(&target).map_err(|_| outside())?;
+        let mut segs: Vec<&str> = Vec::new();
+        if symlink {
+            segs.extend(at.split('/'));
+            segs.pop(); // the link's own name
+        }
+        for seg in text.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    segs.pop().ok_or_else(outside)?;
+                }
+                s => segs.push(s),
+            }
+        }
+        let next = segs.join("/");
+        if members.contains_key(&next) {
+            return Ok(next);
+        }
+        match links.get(&next) {
+            Some((t, s)) => {
+                (at, target, symlink) = (next, t.clone(), *s);
+            }
+            None => {
+                return Err(format!(
+                    "links to {shown:?}, which is not a file of the archive"
+                ));
+            }
+        }
+    }
+    Err(format!(
+        "more than {MAX_LINK_HOPS} links in a row (a loop?)"
+    ))
+}
+
+/// The error for a source that is none of the forms `oci import` reads.
+pub(crate) fn not_an_image(src: &Path, why: &str) -> OciError {
+    OciError::Source {
+        src: src.to_path_buf(),
+        entry: None,
+        reason: format!(
+            "not an OCI image layout, OCI archive, docker-archive or dir: layout ({why})"
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -95,6 +95,15 @@ pub struct TarOptions {
     /// zstd level of the stored contents, instead of the store's (for a cache written and read
     /// back at once, where speed matters more than size).
     pub level: Option<i32>,
+    /// The stream is complete when it ends, with or without its end-of-archive marker, as long
+    /// as it ends at a member boundary or inside the last member's padding (a member cut inside
+    /// its data stays an error). For a stream whose completeness is proven otherwise, by a
+    /// digest of the whole of it: some writers end a stream right after the last member's data.
+    pub complete_at_end: bool,
+    /// Entries whose own name this accepts are dropped, rather than refused, when a folder on
+    /// their path is something else (a file or symlink an earlier entry of the stream made):
+    /// for entries that only act on what lies below a path, which then holds nothing.
+    pub skip_below_non_folder: Option<fn(&[u8]) -> bool>,
 }
 
 /// What [`ingest_reader`] built.
@@ -138,6 +147,65 @@ impl<R: Read> Read for Limit<R> {
     }
 }
 
+/// Size of a tar block: headers and padded member data are whole blocks.
+const TAR_BLOCK: u64 = 512;
+/// The end-of-archive marker: two zero blocks.
+const END_OF_ARCHIVE: u64 = 2 * TAR_BLOCK;
+
+/// A tar stream completed where its writer stopped short (see
+/// [`TarOptions::complete_at_end`]): when the stream ends, this supplies the missing padding and
+/// end-of-archive marker as zeros and records where the real bytes ended; the reader then
+/// refuses the stream if any member's header or data reaches past that point (a member cut
+/// inside its data stays an error).
+struct EndPad<R> {
+    inner: R,
+    /// Real bytes read so far.
+    pos: u64,
+    /// Zero bytes still to supply, once the stream has ended.
+    fill: u64,
+    /// Where the real bytes ended, once they have.
+    end: Rc<Cell<Option<u64>>>,
+}
+
+impl<R: Read> Read for EndPad<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.end.get().is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            self.end.set(Some(self.pos));
+            self.fill = (TAR_BLOCK - self.pos % TAR_BLOCK) % TAR_BLOCK + END_OF_ARCHIVE;
+        }
+        let n = buf
+            .len()
+            .min(usize::try_from(self.fill).unwrap_or(usize::MAX));
+        buf[..n].fill(0);
+        self.fill -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Entry types that carry no data (POSIX: "no data logical records are stored" for links,
+/// folders, devices and FIFOs). The tar crate would still skip `size` bytes after such a
+/// header where other readers (Go's archive/tar, GNU tar) read the next header, so a non-zero
+/// size field would make them see different files: it is refused.
+fn header_only(t: tar::EntryType) -> bool {
+    matches!(
+        t,
+        tar::EntryType::Link
+            | tar::EntryType::Symlink
+            | tar::EntryType::Directory
+            | tar::EntryType::Char
+            | tar::EntryType::Block
+            | tar::EntryType::Fifo
+    )
+}
+
 /// Ingests the tar stream `reader` (already decompressed) by the rules of `tar`. `origin`
 /// names the source in errors.
 pub(crate) fn ingest_reader(
@@ -157,6 +225,16 @@ pub(crate) fn ingest_reader(
             hit: hit_limit.clone(),
         }),
         None => reader,
+    };
+    let real_end: Rc<Cell<Option<u64>>> = Rc::new(Cell::new(None));
+    let limited: Box<dyn Read + '_> = match tar.complete_at_end {
+        true => Box::new(EndPad {
+            inner: limited,
+            pos: 0,
+            fill: 0,
+            end: real_end.clone(),
+        }),
+        false => limited,
     };
     let (reader, hit_eof) = EofWatch::new(limited);
     let mut ar = tar::Archive::new(reader);
@@ -190,15 +268,41 @@ pub(crate) fn ingest_reader(
     let entries = ar
         .entries()
         .map_err(|e| malformed(None, format!("malformed archive: {e}")))?;
+    // The previous member: where its data ends in the stream, and its name (see `EndPad`).
+    let mut previous: Option<(u64, String)> = None;
+    let cut = |previous: &Option<(u64, String)>| match (previous, real_end.get()) {
+        (Some((data_end, name)), Some(end)) if *data_end > end => Err(malformed(
+            Some(name.clone()),
+            format!(
+                "truncated: the tar stream ends at byte {end}, inside this member, whose data \
+                 runs to byte {data_end}"
+            ),
+        )),
+        _ => Ok(()),
+    };
     for entry in entries {
+        cut(&previous)?;
         let mut entry =
             entry.map_err(|e| malformed(None, format!("malformed or truncated archive: {e}")))?;
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
+        previous = Some((entry.raw_file_position() + entry.size(), shown.clone()));
         let bad = |reason: String| malformed(Some(shown.clone()), reason);
         let segs = segments(&raw).map_err(bad)?;
         let h = entry.header().clone();
         let etype = h.entry_type();
+        if header_only(etype) && entry.size() != 0 {
+            return Err(bad(format!(
+                "a {etype:?} entry whose size field says {} bytes: such entries carry no data",
+                entry.size()
+            )));
+        }
+        if let Some(skip) = tar.skip_below_non_folder
+            && segs.last().is_some_and(|name| skip(name))
+            && below_non_folder(&root, &segs)
+        {
+            continue;
+        }
         let mut meta = if opts.preserve {
             Meta {
                 mode: numeric(h.mode().map(u64::from), &h.as_old().mode).map_err(&bad)? as u32
@@ -394,6 +498,7 @@ pub(crate) fn ingest_reader(
     if hit_limit.get() {
         return Err(malformed(None, limit_reason()));
     }
+    cut(&previous)?;
     if hit_eof.get() {
         return Err(malformed(
             None,
@@ -465,6 +570,21 @@ fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> Result<u64, String> {
         Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Whether one of the parent folders of `segs` is, so far, something other than a folder.
+fn below_non_folder(root: &Node, segs: &[Vec<u8>]) -> bool {
+    let mut cur = root;
+    for seg in &segs[..segs.len() - 1] {
+        let Node::Dir { children, .. } = cur else {
+            return true;
+        };
+        match children.binary_search_by(|(n, _)| n.as_slice().cmp(seg)) {
+            Ok(i) => cur = &children[i].1,
+            Err(_) => return false,
+        }
+    }
+    !matches!(cur, Node::Dir { .. })
 }
 
 /// Records, before `segs` is inserted, which of its parent folders the insert will make.

@@ -12,6 +12,8 @@ mod hostile_archive;
 mod hostile_table;
 mod oci;
 mod oci_extract;
+mod real_tools;
 mod records;
 mod remote;
 mod roundtrip;
+mod tools;
