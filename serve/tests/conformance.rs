@@ -4,132 +4,17 @@
 //! invalid digests, tag pagination, referrers, deletes), run against the real server over
 //! loopback HTTP, in read-write and read-only modes, with the store checked by `verify` after.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use cairn_serve::{Limits, ServeConfig, StoreBackend, StoreBackendOptions};
-use cairn_store::{NoProgress, Store, StoreOptions};
+use common::{Server, code_of, digest, h, send};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
-use sha2::Digest as _;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-
-fn digest(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
-}
-
-/// A server on a free loopback port over a store in a temp folder.
-struct Server {
-    base: String,
-    store_dir: std::path::PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Server {
-    async fn start(store_dir: &std::path::Path, read_only: bool, tokens: Option<&str>) -> Server {
-        let store = Store::open(store_dir, StoreOptions::default()).unwrap();
-        let tokens_path = tokens.map(|t| {
-            let p = store_dir.with_extension("tokens.toml");
-            std::fs::write(&p, t).unwrap();
-            p
-        });
-        let cfg = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            read_only,
-            tls: None,
-            tokens: tokens_path,
-            limits: Limits {
-                max_upload_bytes: 64 << 20,
-                body_idle_timeout: Duration::from_secs(5),
-                ..Limits::default()
-            },
-        };
-        let backend = tokio::task::spawn_blocking({
-            let h = tokio::runtime::Handle::current();
-            move || StoreBackend::new(store, StoreBackendOptions::default(), h).unwrap()
-        })
-        .await
-        .unwrap();
-        let app = cairn_serve::app(&cfg, Arc::new(backend)).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (atx, arx) = std::sync::mpsc::channel();
-        let task = tokio::spawn(async move {
-            cairn_serve::server::serve(
-                &cfg,
-                app,
-                async {
-                    let _ = rx.await;
-                },
-                move |a| atx.send(a).unwrap(),
-            )
-            .await
-            .unwrap();
-        });
-        let addr = tokio::task::spawn_blocking(move || arx.recv().unwrap())
-            .await
-            .unwrap();
-        Server {
-            base: format!("http://{addr}"),
-            store_dir: store_dir.to_path_buf(),
-            stop: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap();
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn verify_clean(&self) {
-        let store = Store::open(&self.store_dir, StoreOptions::default()).unwrap();
-        let report = store.verify(&[], &NoProgress).unwrap();
-        assert!(report.is_clean(), "verify: {report:?}");
-    }
-}
-
-async fn send(
-    c: &Client,
-    m: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
-) -> reqwest::Response {
-    let mut r = c.request(m, url);
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    if let Some(b) = body {
-        r = r.body(b);
-    }
-    r.send().await.unwrap()
-}
-
-async fn code_of(r: reqwest::Response) -> (StatusCode, String) {
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    (
-        status,
-        v["errors"][0]["code"].as_str().unwrap_or("").to_string(),
-    )
-}
-
-fn h<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap())
-        .unwrap_or("")
-}
 
 /// Monolithic push of `blob` to `repo`.
 async fn push_blob(c: &Client, s: &Server, repo: &str, blob: &[u8]) -> String {

@@ -12,3 +12,5 @@ mod oci;
 mod oci_extract;
 mod remote;
 mod roundtrip;
+mod serve;
+mod serve_daemons;

@@ -175,7 +175,14 @@ async fn dispatch(
             Ok(text(StatusCode::OK, app.metrics.render(app.uploads.len())))
         }
         (Route::Base, Method::GET | Method::HEAD) => {
-            if app.auth.any_access(&ctx.caller) {
+            // With a tokens file, 200 only for a valid token: an anonymous ping gets the Basic
+            // challenge, so clients holding credentials learn to send them (and `docker login`
+            // checks them); anonymous clients go on without, within the anonymous scopes.
+            let ok = match &ctx.caller {
+                Caller::Token(_) => true,
+                Caller::Anonymous => !app.auth.has_tokens(),
+            };
+            if ok {
                 let mut r = body::full("{}");
                 if req.method() == Method::HEAD {
                     r = body::empty();
