@@ -368,3 +368,227 @@ fn distribution_proxies_cairn_serve_for_skopeo() {
     assert!(srv.stop().success());
     let _: &Path = env.dir.path();
 }
+
+/// One answer, as the oracle test compares it.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    status: u16,
+    /// The headers compared, lowercased names; `Location` reduced to its repository path (and
+    /// an upload's id to `<id>`: each server makes its own).
+    headers: Vec<(String, String)>,
+}
+
+/// Sends a request with curl; returns the compared answer and the raw `Location`, if any.
+fn exchange(method: &str, url: &str, headers: &[&str], body: Option<&Path>) -> (Answer, String) {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-o", "/dev/null", "-D", "-"]);
+    if method == "HEAD" {
+        c.arg("-I");
+    } else {
+        c.args(["-X", method]);
+    }
+    c.arg(url);
+    for h in headers {
+        c.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        c.arg("--data-binary").arg(format!("@{}", s(b)));
+    }
+    let out = c.output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let ok = status == 200 || status == 206;
+    let mut headers = Vec::new();
+    let mut location = String::new();
+    for l in lines {
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        let k = k.trim().to_ascii_lowercase();
+        let v = v.trim().to_string();
+        match k.as_str() {
+            "docker-content-digest"
+            | "content-range"
+            | "range"
+            | "docker-distribution-api-version" => headers.push((k, v)),
+            // Lengths of content (blobs, manifests), not of JSON error bodies or lists, whose
+            // wording and whitespace differ.
+            "content-length" if ok && !url.contains("/tags/list") => headers.push((k, v)),
+            "content-type" if url.contains("/manifests/") && ok => headers.push((k, v)),
+            "location" => {
+                location = v.clone();
+                let path = v.split_once("/v2/").map_or(v.as_str(), |(_, p)| p);
+                let path = path.split('?').next().unwrap_or(path);
+                let shape = match path.split_once("/blobs/uploads/") {
+                    Some((repo, _)) => format!("{repo}/blobs/uploads/<id>"),
+                    None => path.to_string(),
+                };
+                headers.push((k, shape));
+            }
+            _ => {}
+        }
+    }
+    headers.sort();
+    (Answer { status, headers }, location)
+}
+
+/// The same raw request sequence to distribution 2.8 and to cairn serve: statuses and the
+/// headers clients rely on (digest, length, type, range, location) must agree. Left out, where
+/// cairn follows distribution-spec v1.1 and distribution 2.8 does not: a monolithic
+/// `POST ?digest=` with the body (cairn completes it, 201; distribution starts a session, 202),
+/// a chunk whose `Content-Range` does not continue the upload (cairn 416; distribution appends
+/// it), and a manifest fetched under `/blobs/` (cairn 200; distribution 404). The conformance
+/// tests (serve/tests/conformance.rs) pin cairn's side of those.
+#[test]
+fn distribution_and_cairn_serve_answer_the_same_requests_alike() {
+    let env = Env::new();
+    let tokens = tokens_file(&env);
+    let srv = Served::start(&env, &["--tokens", s(&tokens)]);
+    let (dist, dhost) = start_distribution(&env, "oracle", "");
+    let bearer = format!("Authorization: Bearer {WRITER}");
+    let file = |name: &str, bytes: &[u8]| {
+        let p = env.path(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let sha = |b: &[u8]| format!("sha256:{}", crate::common::sha256_hex(b));
+    let layer: Vec<u8> = (0..70_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": sha(config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": sha(&layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    let (lf, cf, mf) = (
+        file("layer", &layer),
+        file("config", config),
+        file("manifest", &manifest),
+    );
+    let chunk1 = file("chunk1", &layer[..30_000]);
+    let chunk2 = file("chunk2", &layer[30_000..]);
+    let missing = sha(b"missing");
+    let (ld, cd, md) = (sha(&layer), sha(config), sha(&manifest));
+    let dm = "Accept: application/vnd.docker.distribution.manifest.v2+json";
+    let ct_m = "Content-Type: application/vnd.docker.distribution.manifest.v2+json";
+    let octet = "Content-Type: application/octet-stream";
+
+    // Each step: method, path (`UPLOAD` stands for the Location of the upload in progress),
+    // headers, body.
+    type Step<'a> = (&'a str, String, Vec<&'a str>, Option<&'a Path>);
+    let steps: Vec<Step> = vec![
+        ("GET", "/v2/".into(), vec![], None),
+        ("GET", "/v2/o/app/manifests/none".into(), vec![dm], None),
+        ("HEAD", format!("/v2/o/app/blobs/{missing}"), vec![], None),
+        ("GET", format!("/v2/o/app/blobs/{missing}"), vec![], None),
+        ("POST", "/v2/o/app/blobs/uploads/".into(), vec![], None),
+        ("PUT", format!("UPLOAD?digest={cd}"), vec![octet], Some(&cf)),
+        ("POST", "/v2/o/app/blobs/uploads/".into(), vec![], None),
+        (
+            "PATCH",
+            "UPLOAD".into(),
+            vec![octet, "Content-Range: 0-29999"],
+            Some(&chunk1),
+        ),
+        ("GET", "UPLOAD".into(), vec![], None),
+        ("PATCH", "UPLOAD".into(), vec![octet], Some(&chunk2)),
+        ("PUT", format!("UPLOAD?digest={missing}"), vec![], None),
+        ("POST", "/v2/o/app/blobs/uploads/".into(), vec![], None),
+        ("PATCH", "UPLOAD".into(), vec![octet], Some(&lf)),
+        ("PUT", format!("UPLOAD?digest={ld}"), vec![], None),
+        ("HEAD", format!("/v2/o/app/blobs/{ld}"), vec![], None),
+        ("GET", format!("/v2/o/app/blobs/{ld}"), vec![], None),
+        (
+            "GET",
+            format!("/v2/o/app/blobs/{ld}"),
+            vec!["Range: bytes=0-99"],
+            None,
+        ),
+        (
+            "GET",
+            format!("/v2/o/app/blobs/{ld}"),
+            vec!["Range: bytes=100-"],
+            None,
+        ),
+        (
+            "GET",
+            format!("/v2/o/app/blobs/{ld}"),
+            vec!["Range: bytes=-10"],
+            None,
+        ),
+        ("PUT", "/v2/o/app/manifests/1".into(), vec![ct_m], Some(&mf)),
+        ("HEAD", "/v2/o/app/manifests/1".into(), vec![dm], None),
+        ("GET", "/v2/o/app/manifests/1".into(), vec![dm], None),
+        ("GET", format!("/v2/o/app/manifests/{md}"), vec![dm], None),
+        ("GET", "/v2/o/app/tags/list".into(), vec![], None),
+        (
+            "POST",
+            format!("/v2/o/other/blobs/uploads/?mount={ld}&from=o/app"),
+            vec![],
+            None,
+        ),
+        ("HEAD", format!("/v2/o/other/blobs/{ld}"), vec![], None),
+        (
+            "POST",
+            format!("/v2/o/third/blobs/uploads/?mount={missing}&from=o/app"),
+            vec![],
+            None,
+        ),
+        ("DELETE", "UPLOAD".into(), vec![], None),
+        ("GET", "UPLOAD".into(), vec![], None),
+        ("DELETE", format!("/v2/o/app/manifests/{md}"), vec![], None),
+        ("GET", "/v2/o/app/manifests/1".into(), vec![dm], None),
+    ];
+    let drive = |host: &str, auth: Option<&str>| -> Vec<Answer> {
+        let mut upload = String::new();
+        let mut out = Vec::new();
+        for (method, path, headers, body) in &steps {
+            let url = match path.strip_prefix("UPLOAD") {
+                // distribution's Locations carry a `_state` query of their own.
+                Some(rest) if upload.contains('?') => {
+                    format!("{upload}{}", rest.replacen('?', "&", 1))
+                }
+                Some(rest) => format!("{upload}{rest}"),
+                None => format!("http://{host}{path}"),
+            };
+            let mut hs: Vec<&str> = headers.clone();
+            hs.extend(auth);
+            let (a, loc) = exchange(method, &url, &hs, *body);
+            if (a.status == 202 || a.status == 204) && loc.contains("/blobs/uploads/") {
+                upload = if loc.starts_with("http") {
+                    loc
+                } else {
+                    format!("http://{host}{loc}")
+                };
+            }
+            out.push(a);
+        }
+        out
+    };
+    let theirs = drive(&dhost, None);
+    let ours = drive(&srv.host, Some(&bearer));
+    let mut diffs = Vec::new();
+    for (i, ((t, o), step)) in theirs.iter().zip(&ours).zip(&steps).enumerate() {
+        if t != o {
+            diffs.push(format!(
+                "step {i} {} {}:\n  distribution {t:?}\n  cairn        {o:?}",
+                step.0, step.1
+            ));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differences:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+    drop(dist);
+    assert!(srv.stop().success());
+}

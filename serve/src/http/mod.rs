@@ -140,6 +140,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
                 );
             }
             if method == Method::HEAD {
+                // As distribution does: the length of the error body a GET would get.
+                r.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(e.body().len()));
                 *r.body_mut() = body::empty();
             }
             r
