@@ -589,3 +589,124 @@ fn team_cache_serves_keys_to_other_cairns_and_falls_back_to_a_remote() {
     front.assert_verify_clean("front after fallback pulls");
     assert!(srv2.stop().success());
 }
+
+/// Status and body of a GET with curl.
+fn curl_get(url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    let mut body = out.stdout;
+    let nl = body.iter().rposition(|&b| b == b'\n').unwrap();
+    let code = String::from_utf8_lossy(&body[nl + 1..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    body.truncate(nl);
+    (code, body)
+}
+
+/// A corrupt blob is a 500 and a log line, never wrong bytes; over HTTPS (rustls) clients
+/// work; SIGTERM lets an answer in flight finish.
+#[test]
+fn corrupt_blobs_are_refused_tls_works_and_sigterm_drains() {
+    let env = Env::new();
+    let app = app_layout(env.path("app"), "1", "v1");
+    env.ok(&["oci", "import", s(&app.dir), "--name", "app:1"]);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(app.dir.join("index.json")).unwrap()).unwrap();
+    let m = index["manifests"][0]["digest"].as_str().unwrap();
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(
+            app.dir
+                .join("blobs/sha256")
+                .join(m.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer_file = app
+        .dir
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    let good = std::fs::read(&layer_file).unwrap();
+
+    // HTTPS with a self-signed certificate for 127.0.0.1.
+    let (cert, key) = (env.path("cert.pem"), env.path("key.pem"));
+    tool(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            s(&key),
+            "-out",
+            s(&cert),
+        ],
+    );
+    let srv = Served::start(&env, &["--tls-cert", s(&cert), "--tls-key", s(&key)]);
+    let url = format!("https://{}/v2/app/blobs/{layer}", srv.host);
+    let (code, body) = curl_get(&url, &["--cacert", s(&cert)]);
+    assert_eq!(code, 200);
+    assert!(body == good, "the layer came back different");
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/app:1", srv.host),
+    ]);
+    assert!(raw.contains("layers"));
+    let (code, _) = curl_get(&format!("http://{}/v2/", srv.host), &[]);
+    assert_ne!(code, 200, "plain HTTP answered on the TLS port");
+
+    // SIGTERM while a slow client is downloading: the download completes.
+    let slow = {
+        let url = url.clone();
+        let cert = cert.clone();
+        std::thread::spawn(move || curl_get(&url, &["--cacert", s(&cert), "--limit-rate", "2M"]))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let st = srv.stop();
+    assert!(st.success(), "serve exited {st:?}");
+    let (code, body) = slow.join().unwrap();
+    assert_eq!(code, 200);
+    assert!(body == good, "the answer in flight was cut");
+
+    // A flipped byte in the stored layer: 500 and a log line naming the blob.
+    let id = env.ok(&["hash", s(&layer_file)]);
+    let stored = env.stored(&id);
+    let mut bad = stored.read();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    stored.write(&bad);
+    let srv = Served::start(&env, &[]);
+    let (code, body) = curl_get(&format!("http://{}/v2/app/blobs/{layer}", srv.host), &[]);
+    assert_eq!(code, 500);
+    assert!(
+        body.len() < 1000,
+        "{} bytes answered for a corrupt blob",
+        body.len()
+    );
+    let (code, _) = curl_get(
+        &format!("http://{}/v2/app/blobs/{layer}", srv.host),
+        &["-H", "Range: bytes=0-99"],
+    );
+    assert_eq!(code, 500);
+    let log = srv.log();
+    assert!(log.contains(&layer) && log.contains("integrity"), "{log}");
+    assert!(srv.stop().success());
+}

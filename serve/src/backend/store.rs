@@ -40,6 +40,14 @@ pub const LABEL_PIN: &str = "cairn.serve.pin";
 const LAYOUT_CACHE_ENTRIES: usize = 4096;
 /// Bytes of verified manifests kept in memory.
 const DOCUMENT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// How long a key lookup (a record, or the keys of a repository) is reused: every read of the
+/// index rewrites its header (the file's mtime moves on reads too), so freshness cannot be
+/// told from the file; a short time bound keeps manifest GETs off the index under load. The
+/// server's own writes clear the cache at once; other processes' binds and removals are seen
+/// within this time.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Key lookups kept at most (the cache is cleared when full).
+const KEY_CACHE_ENTRIES: usize = 4096;
 /// How deep an index may nest indexes before a push is refused (real images use one level).
 const MAX_INDEX_DEPTH: usize = 8;
 /// Magic numbers of gzip and zstd streams: a pushed blob starting with one is stored as it is
@@ -97,8 +105,16 @@ type FileStamp = (u64, u64, u64, i64, i64, i64, i64);
 /// Blob files remembered as checked whole.
 const VERIFIED_ENTRIES: usize = 65536;
 
+/// Recent key lookups: by key, its record; by prefix, the records under it.
+#[derive(Default)]
+struct KeyCache {
+    records: HashMap<String, (std::time::Instant, Option<KeyRecord>)>,
+    prefixes: HashMap<String, (std::time::Instant, Arc<Vec<KeyRecord>>)>,
+}
+
 /// The backend over a local store.
 pub struct StoreBackend {
+    keys: Mutex<KeyCache>,
     verified: Mutex<Bounded<FileStamp>>,
     store: Store,
     gate: Mutex<()>,
@@ -154,6 +170,7 @@ impl StoreBackend {
             gate: Mutex::new(()),
             layouts: Mutex::new(Bounded::new(LAYOUT_CACHE_ENTRIES)),
             verified: Mutex::new(Bounded::new(VERIFIED_ENTRIES)),
+            keys: Mutex::new(KeyCache::default()),
             documents: Mutex::new(Bounded::new(DOCUMENT_CACHE_BYTES)),
             team,
             fallback,
@@ -189,11 +206,50 @@ impl StoreBackend {
 
     /// The record of `key`, if bound.
     fn record(&self, key: &Key) -> Result<Option<KeyRecord>> {
-        match self.indexed(|s| s.record(key)) {
-            Ok(r) => Ok(Some(r)),
-            Err(cairn_store::Error::UnknownKey(_)) => Ok(None),
-            Err(e) => Err(e.into()),
+        if let Some((at, r)) = self
+            .keys
+            .lock()
+            .expect("key cache")
+            .records
+            .get(key.as_str())
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(r.clone());
         }
+        let at = std::time::Instant::now();
+        let r = match self.indexed(|s| s.record(key)) {
+            Ok(r) => Some(r),
+            Err(cairn_store::Error::UnknownKey(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut c = self.keys.lock().expect("key cache");
+        if c.records.len() >= KEY_CACHE_ENTRIES {
+            c.records.clear();
+        }
+        c.records.insert(key.to_string(), (at, r.clone()));
+        Ok(r)
+    }
+
+    /// The records of every key starting with `prefix` (cached for [`KEY_CACHE_TTL`]).
+    fn keys_under(&self, prefix: &str) -> Result<Arc<Vec<KeyRecord>>> {
+        if let Some((at, r)) = self.keys.lock().expect("key cache").prefixes.get(prefix)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(r.clone());
+        }
+        let at = std::time::Instant::now();
+        let r = Arc::new(self.indexed(|s| s.keys(prefix))?);
+        let mut c = self.keys.lock().expect("key cache");
+        if c.prefixes.len() >= KEY_CACHE_ENTRIES {
+            c.prefixes.clear();
+        }
+        c.prefixes.insert(prefix.to_string(), (at, r.clone()));
+        Ok(r)
+    }
+
+    /// Forgets every cached key lookup: after this server bound or removed a key.
+    fn keys_changed(&self) {
+        *self.keys.lock().expect("key cache") = KeyCache::default();
     }
 
     /// The parsed layout tree `root` (cached), or `None` if it is not a layout.
@@ -235,9 +291,9 @@ impl StoreBackend {
 
     /// The image keys of `repo` and their layouts.
     fn images(&self, repo: &Repo) -> Result<Vec<(Reference, Arc<Layout>)>> {
-        let records = self.indexed(|s| s.keys(repo.as_str()))?;
+        let records = self.keys_under(repo.as_str())?;
         let mut out = Vec::new();
-        for rec in records {
+        for rec in records.iter() {
             let Some((r, reference)) = names::parse_image_key(rec.key.as_str()) else {
                 continue;
             };
@@ -283,7 +339,7 @@ impl StoreBackend {
                 .extend(l.blobs.iter().map(|(d, v)| (d.clone(), *v)));
         }
         let prefix = format!("{}{repo}/", names::PIN_PREFIX);
-        for rec in self.indexed(|s| s.keys(&prefix))? {
+        for rec in self.keys_under(&prefix)?.iter() {
             if let (Some((r, d)), Root::File { id, .. }) =
                 (names::parse_pin_key(rec.key.as_str()), rec.root)
                 && r == *repo
@@ -330,10 +386,14 @@ impl StoreBackend {
 
     /// A miss by tag or digest: with a fallback remote, pull the image key once and retry.
     fn pull_missing(&self, key: &Key) -> Result<bool> {
-        match &self.fallback {
-            Some(f) => f.pull(&self.store, key),
-            None => Ok(false),
+        let pulled = match &self.fallback {
+            Some(f) => f.pull(&self.store, key)?,
+            None => false,
+        };
+        if pulled {
+            self.keys_changed();
         }
+        Ok(pulled)
     }
 
     fn manifest_local(&self, repo: &Repo, reference: &Reference) -> Result<Option<ManifestHit>> {
@@ -447,7 +507,9 @@ impl StoreBackend {
             trees: Vec::new(),
             bind: Some(rec),
         };
-        self.indexed(|s| s.import_oci(import, &[(digest.to_string(), id)], held))?;
+        let r = self.indexed(|s| s.import_oci(import, &[(digest.to_string(), id)], held));
+        self.keys_changed();
+        r?;
         Ok(())
     }
 
@@ -612,6 +674,7 @@ impl Backend for StoreBackend {
 
     fn mount(&self, repo: &Repo, from: &Repo, digest: &OciDigest) -> Result<bool> {
         let held = self.lock()?;
+        self.keys_changed();
         let Some((size, id)) = self.find(from, digest)? else {
             return Ok(false);
         };
@@ -641,6 +704,8 @@ impl Backend for StoreBackend {
         // The gc lock from before the repository is read until the key is bound: nothing the
         // manifest reaches can be collected in between.
         let held = self.lock()?;
+        // Checked against the index as it is now, not against lookups cached for reads.
+        self.keys_changed();
         let view = self.view(repo)?;
         let mut closure = BTreeMap::new();
         for c in m.blobs.iter().chain(&m.children) {
@@ -698,7 +763,9 @@ impl Backend for StoreBackend {
             bind: Some(rec),
         };
         let digests = [(digest.to_string(), manifest_id)];
-        match self.indexed(|s| s.import_oci(import, &digests, &held)) {
+        let bound = self.indexed(|s| s.import_oci(import, &digests, &held));
+        self.keys_changed();
+        match bound {
             Ok(_) => {}
             Err(cairn_store::Error::UnknownObject(id)) => {
                 return Err(BackendError::ManifestBlobUnknown(format!(
@@ -743,7 +810,9 @@ impl Backend for StoreBackend {
         }
         let mut removed = Vec::new();
         for k in doomed {
-            match self.indexed(|s| s.remove_key(&k)) {
+            let r = self.indexed(|s| s.remove_key(&k));
+            self.keys_changed();
+            match r {
                 Ok(_) => removed.push(k.to_string()),
                 Err(cairn_store::Error::UnknownKey(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -762,7 +831,9 @@ impl Backend for StoreBackend {
             .collect();
         let mut n = 0;
         for k in old {
-            match self.indexed(|s| s.remove_key(&k)) {
+            let r = self.indexed(|s| s.remove_key(&k));
+            self.keys_changed();
+            match r {
                 Ok(_) => n += 1,
                 Err(cairn_store::Error::UnknownKey(_)) => {}
                 Err(e) => return Err(e.into()),
