@@ -220,7 +220,11 @@ impl Auth {
                 .decode(b.trim())
                 .map_err(|_| BadCredentials)?;
             let text = String::from_utf8(raw).map_err(|_| BadCredentials)?;
-            let (_, password) = text.split_once(':').ok_or(BadCredentials)?;
+            let (user, password) = text.split_once(':').ok_or(BadCredentials)?;
+            if user.is_empty() && password.is_empty() {
+                // What a client without credentials sends after a Basic challenge.
+                return Ok(Caller::Anonymous);
+            }
             password.to_string()
         } else {
             return Err(BadCredentials);
@@ -305,6 +309,7 @@ scopes = ["public/**:read"]
         assert_eq!(a.identify(Some(b"Bearer nope")), Err(BadCredentials));
         assert_eq!(a.identify(Some(b"Digest x")), Err(BadCredentials));
         assert_eq!(a.identify(None), Ok(Caller::Anonymous));
+        assert_eq!(a.identify(Some(&basic("", ""))), Ok(Caller::Anonymous));
         assert!(a.allows(&ci, "app/x", Action::Write));
         assert!(!a.allows(&ci, "app/x/y", Action::Read));
         assert!(!a.allows(&ci, "app/x", Action::Delete));
