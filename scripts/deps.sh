@@ -26,6 +26,13 @@ declare -A APT=(
   [dockerd]=docker.io
   [containerd]=containerd
   [setfattr]=attr
+  # cairn serve's tests and benchmark (tests/e2e/serve*.rs, benches/serve.sh): Debian's
+  # docker-registry (distribution 2.8) as oracle and comparison, wrk for the manifest latency
+  # figure, openssl for the TLS test's certificate.
+  [ctr]=containerd
+  [docker-registry]=docker-registry
+  [wrk]=wrk
+  [openssl]=openssl
   # scripts/services.sh: the local S3 (moto, pip), GCS (fake-gcs-server, pip) and Azure
   # (Azurite, npm) servers of the remote-sync tests, and curl to drive them.
   [curl]=curl
@@ -53,6 +60,11 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "deps.sh: installing ${need[*]}" >&2
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Debian's docker-registry package starts a system registry on :5000 on install; the tests start
+# their own on free ports, so stop it if it runs (it would also hold 5000, cairn serve's default).
+if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
+  systemctl stop docker-registry || true
 fi
 
 # Debian's own python3 refuses pip installs outside a virtualenv (PEP 668); the services'

@@ -258,6 +258,8 @@ pub enum Command {
     /// OCI images: import, byte-identical export, inspect, extract, ls
     #[command(subcommand)]
     Oci(OciCommand),
+    /// Serve the store as an OCI registry and as a team cache over HTTP (docs/cli.md)
+    Serve(crate::serve_cmd::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ mod keys;
 mod oci_cmd;
 mod output;
 mod progress;
+mod serve_cmd;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -570,6 +571,7 @@ fn run(cli: Cli) -> Result<u8> {
                 }
             }
         }
+        Command::Serve(args) => serve_cmd::run(args, g, open_store(g)?, &config_path(g)?)?,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut script);

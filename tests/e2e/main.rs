@@ -16,4 +16,6 @@ mod real_tools;
 mod records;
 mod remote;
 mod roundtrip;
+mod serve;
+mod serve_daemons;
 mod tools;
