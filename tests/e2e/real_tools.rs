@@ -716,9 +716,11 @@ fn defect_1_skopeo_docker_archives_with_symlinked_layers_import() {
         ("missing.tar", "not a file of the archive"),
         ("./sub/../../x.tar", "outside the archive"),
     ] {
+        // skopeo's own link members (`<id>/layer.tar`, which manifest.json does not name) go:
+        // one of them may link to the replaced member, and the error would name it instead.
         let mut bad: Members = members
             .iter()
-            .filter(|m| m.0 != first_layer)
+            .filter(|m| m.0 != first_layer && m.1 != tar::EntryType::Symlink)
             .cloned()
             .collect();
         bad.push((
