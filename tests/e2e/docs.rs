@@ -62,6 +62,7 @@ fn every_crates_module_table_matches_its_modules() {
         ("cairn-store", "store"),
         ("cairn-remote", "remote"),
         ("cairn-oci", "oci"),
+        ("cairn-serve", "serve"),
     ] {
         let documented = table_modules(&doc, &format!("## Modules of `{krate}`"));
         let declared = declared_modules(&read(&format!("{dir}/src/lib.rs")));
