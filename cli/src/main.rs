@@ -1,5 +1,7 @@
 //! The `cairn` binary: parses arguments, calls `cairn-store`, prints results.
 
+#![forbid(unsafe_code)]
+
 mod args;
 mod keys;
 mod oci_cmd;

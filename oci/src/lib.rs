@@ -13,6 +13,7 @@
 //! layout, an OCI archive, or one image as a `docker save` archive (`docker_export`).
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod digest;
 mod dirlayout;

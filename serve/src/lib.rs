@@ -10,6 +10,7 @@
 //! documented limits: `docs/cli.md`, "cairn serve".
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod backend;
