@@ -336,10 +336,12 @@ bench_image() {
     bash "$BIN/aside.sh" "$dest" "$bundle"
 
     # With CAIRN_BASE, the base binary is the third command of the first-extraction and import
-    # runs (its own store copies: it may write another layer-row version).
+    # runs, on stores of its own (imported by itself: it may use another store layout).
     local base_extract=() base_import=()
     if [[ -n ${CAIRN_BASE:-} ]]; then
-        base_extract=(--prepare "bash '$BIN/fresh-store.sh' '$pristine' '$store.base' '$dest.base'"
+        rm -rf "$pristine.base"
+        "$CAIRN_BASE" --store "$pristine.base" -q oci import "$archive" --name "$key" >/dev/null
+        base_extract=(--prepare "bash '$BIN/fresh-store.sh' '$pristine.base' '$store.base' '$dest.base'"
             -n "base oci extract (first)" "'$CAIRN_BASE' --store '$store.base' -q oci extract $key '$dest.base'")
         base_import=(--prepare "bash '$BIN/aside.sh' '$store.base'"
             -n "base oci import" "'$CAIRN_BASE' --store '$store.base' -q oci import '$archive' --name $key")
@@ -391,7 +393,7 @@ bench_image() {
     m=$(measure_rss "$RES/rss-extract2-$i" "$CAIRN" --store "$store" -q oci extract "$key" "$dest")
     rss_row "second extract, $i" "$m"
     bash "$BIN/aside.sh" "$store" "$dest"
-    [[ $KEEP == 1 ]] || bash "$BIN/aside.sh" "$pristine" "$warm"
+    [[ $KEEP == 1 ]] || bash "$BIN/aside.sh" "$pristine" "$pristine.base" "$warm"
     purge_trash
 }
 
