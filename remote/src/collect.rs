@@ -164,6 +164,14 @@ async fn collect(
         dry_run: settings.dry_run,
         ..RemoteGcReport::default()
     };
+    // Pushes learn the shortest grace period from these markers (see `doomed_units`); written
+    // before anything is marked with this one.
+    if !settings.dry_run {
+        let marker = format!("{}{grace}", tombstone::GRACE_MARKER);
+        if remote.head(&remote.path(&marker)).await?.is_none() {
+            remote.put(&remote.path(&marker), Bytes::new()).await?;
+        }
+    }
     // 1. Records (the time they were listed bounds what a sweep may delete).
     let listed_at = lease.clock.now();
     let mut records = read_records(remote).await?;
@@ -298,26 +306,62 @@ async fn collect(
     Ok(report)
 }
 
-/// The units `records` name that are tombstoned now and must not be relied on: packs with a
-/// tombstone, and standalone blobs whose tombstone is newer than the blob. A push calls this
-/// right before writing its records.
-pub(crate) async fn doomed_units(remote: &Remote, named: &HashSet<Unit>) -> Result<HashSet<Unit>> {
-    let tombstones = tombstone::list(remote).await?;
+/// The units of `named` a push must not rely on: packs with a tombstone, standalone blobs
+/// whose tombstone is newer than the blob, and, once the push has run for half the shortest
+/// grace period any gc used on the remote since `checked_at` (its first look at the
+/// tombstones), any unit that is gone. A push calls this right before writing its records.
+///
+/// Why that is enough: a unit is deleted only a grace period after its tombstone was written,
+/// and only if the records listed then do not name it. A push that saw no tombstone of a unit
+/// when it started, and none now, either relied on the unit before its tombstone existed and
+/// binds within half a grace period (so the sweep's listing sees the record), or has run
+/// longer and checks the unit is still there.
+pub(crate) async fn doomed_units(
+    remote: &Remote,
+    named: &HashSet<Unit>,
+    checked_at: Instant,
+) -> Result<HashSet<Unit>> {
+    let state = tombstone::scan(remote).await?;
+    let long = state
+        .min_grace
+        .is_some_and(|g| checked_at.elapsed().as_secs().saturating_mul(2) >= g);
     let mut out = HashSet::new();
-    for (unit, marked) in tombstones {
-        if !named.contains(&unit) {
-            continue;
+    let mut heads = Vec::new();
+    for unit in named {
+        match (unit, state.tombstones.get(unit)) {
+            (Unit::Pack(_), Some(_)) => {
+                out.insert(*unit);
+            }
+            (Unit::Blob(_), Some(marked)) => heads.push((*unit, Some(*marked))),
+            (_, None) if long => heads.push((*unit, None)),
+            (_, None) => {}
         }
-        match unit {
-            Unit::Pack(_) => {
-                out.insert(unit);
-            }
-            Unit::Blob(_) => {
-                let current = remote.head(&unit.stamp_path(remote)).await?;
-                if current.is_none_or(|m| m.last_modified.timestamp() < marked) {
-                    out.insert(unit);
+    }
+    let checked = futures::stream::iter(heads.into_iter().map(|(unit, marked)| async move {
+        let doomed = match marked {
+            Some(marked) => remote
+                .head(&unit.stamp_path(remote))
+                .await?
+                .is_none_or(|m| m.last_modified.timestamp() < marked),
+            // Every object of the unit (an index written after its pack was swept would
+            // otherwise vouch for a missing pack).
+            None => {
+                let mut gone = false;
+                for p in unit.paths(remote) {
+                    gone |= remote.head(&p).await?.is_none();
                 }
+                gone
             }
+        };
+        Ok::<_, RemoteError>((unit, doomed))
+    }))
+    .buffer_unordered(remote.options().concurrency)
+    .collect::<Vec<_>>()
+    .await;
+    for r in checked {
+        let (unit, doomed) = r?;
+        if doomed {
+            out.insert(unit);
         }
     }
     Ok(out)

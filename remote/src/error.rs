@@ -140,6 +140,19 @@ pub enum RemoteError {
         /// The most allowed.
         max: i64,
     },
+    /// A remote gc kept tombstoning what this push relies on, round after round.
+    #[error(
+        "remote {remote}: a remote gc tombstoned {units} packs or blobs this push relies on, \
+         again after {rounds} re-uploads; no key was bound, push again"
+    )]
+    GcRace {
+        /// The remote's URL.
+        remote: String,
+        /// Units still tombstoned.
+        units: usize,
+        /// Re-upload rounds made.
+        rounds: usize,
+    },
     /// The local store failed.
     #[error(transparent)]
     Local(#[from] cairn_store::Error),

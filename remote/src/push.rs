@@ -91,6 +91,12 @@ pub async fn push(
     let ledger = Ledger::new(store, remote.url());
     let all_ids: Vec<Id> = objects.iter().map(|o| o.id).collect();
     let mut known = ledger.lookup(all_ids).await?;
+    // Units a remote gc has tombstoned count as gone: their objects are uploaded again. Listed
+    // before the HEADs below, so a unit found present then and not tombstoned now cannot be
+    // deleted until a grace period after this listing (see `collect`).
+    let checked_at = Instant::now();
+    let tombstoned = tombstone::list(remote).await?;
+    let salt = !tombstoned.is_empty();
     // One HEAD per pack relied on, and per standalone blob.
     let mut distinct: HashMap<(bool, Id), Vec<Id>> = HashMap::new();
     for (id, loc) in &known {
@@ -114,9 +120,6 @@ pub async fn push(
     .collect::<Vec<_>>()
     .await;
     let mut gone = Vec::new();
-    // Units a remote gc has tombstoned count as gone: their objects are uploaded again.
-    let tombstoned = tombstone::list(remote).await?;
-    let salt = !tombstoned.is_empty();
     known.retain(|id, loc| {
         let unit = match loc {
             Location::Pack(p) => Unit::Pack(*p),
@@ -173,7 +176,8 @@ pub async fn push(
     // Right before the records: anything they would name that a remote gc has tombstoned
     // since is uploaded again (into new packs), so no record ever names a unit a gc may
     // delete (see `collect`).
-    for _ in 0..RECHECKS {
+    let mut rounds = 0;
+    loop {
         let mut named: HashSet<Unit> = HashSet::new();
         for ids in &closure_of {
             for id in ids {
@@ -184,10 +188,18 @@ pub async fn push(
                 };
             }
         }
-        let doomed = crate::collect::doomed_units(remote, &named).await?;
+        let doomed = crate::collect::doomed_units(remote, &named, checked_at).await?;
         if doomed.is_empty() {
             break;
         }
+        if rounds == RECHECKS {
+            return Err(RemoteError::GcRace {
+                remote: remote.url().to_string(),
+                units: doomed.len(),
+                rounds,
+            });
+        }
+        rounds += 1;
         tracing::info!(
             "{} units this push relies on were tombstoned by a remote gc; uploading their objects again",
             doomed.len()

@@ -108,6 +108,38 @@ fn parse_hex(hex: &str) -> Option<Id> {
     Some(Id(out))
 }
 
+/// Prefix of the grace markers: `gc/grace-<seconds>`, written by a gc before it first marks
+/// with that grace period, never deleted. Pushes read them (in the listing of `gc/` they make
+/// anyway) to know how long they may run before they must re-check what they rely on.
+pub const GRACE_MARKER: &str = "gc/grace-";
+
+/// What a push needs to know of a remote's gcs: the tombstones, and the shortest grace period
+/// any gc ever used there.
+#[derive(Clone, Debug, Default)]
+pub struct GcState {
+    /// Unit → its tombstone's time on the object store (epoch seconds).
+    pub tombstones: HashMap<Unit, i64>,
+    /// The shortest grace period (seconds) of any gc ever run on the remote.
+    pub min_grace: Option<u64>,
+}
+
+/// Lists `gc/` once: tombstones and grace markers.
+pub async fn scan(remote: &Remote) -> Result<GcState> {
+    let mut out = GcState::default();
+    for m in remote.list("gc/").await? {
+        let rel = remote.relative(&m.location);
+        if let Some(unit) = Unit::of_tombstone(rel) {
+            out.tombstones.insert(unit, m.last_modified.timestamp());
+        } else if let Some(g) = rel
+            .strip_prefix(GRACE_MARKER)
+            .and_then(|g| g.parse::<u64>().ok())
+        {
+            out.min_grace = Some(out.min_grace.map_or(g, |m| m.min(g)));
+        }
+    }
+    Ok(out)
+}
+
 /// Every tombstone on `remote`: unit → its time on the object store (epoch seconds).
 pub async fn list(remote: &Remote) -> Result<HashMap<Unit, i64>> {
     Ok(remote
