@@ -6,6 +6,8 @@
 //! a conditional update (so two gcs cannot both take over). Every age a gc compares with its
 //! grace period is measured on the object store's clock, read from the lease's own
 //! `Last-Modified`; a local clock more than [`MAX_SKEW`] away from it makes gc refuse to run.
+//! A lease held by a gc of this same machine whose process is gone (killed) is taken over at
+//! once (the lease names its host and pid), as restic does with its stale locks.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +51,14 @@ pub struct Lease {
     refreshed: Instant,
     /// The object store's clock.
     pub clock: StoreClock,
+}
+
+/// This machine's name, as the lease records it.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn wall() -> i64 {
@@ -98,16 +108,16 @@ impl Lease {
     /// Takes the lease of `remote`, or fails with [`RemoteError::GcBusy`]. With `exclusive`
     /// (the caller promises no other writer), puts are plain overwrites.
     pub async fn take(remote: &Remote, exclusive: bool) -> Result<Lease> {
-        let owner = format!(
-            "pid {} on {}",
-            std::process::id(),
-            std::fs::read_to_string("/etc/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "?".into())
-        );
+        let host = hostname();
+        let owner = format!("pid {} on {host}", std::process::id());
         let body = Bytes::from(
-            serde_json::to_vec(&serde_json::json!({"owner": owner, "started": wall()}))
-                .expect("json"),
+            serde_json::to_vec(&serde_json::json!({
+                "owner": owner,
+                "host": host,
+                "pid": std::process::id(),
+                "started": wall(),
+            }))
+            .expect("json"),
         );
         let path = remote.path(LEASE);
         let mut before = wall();
@@ -129,23 +139,29 @@ impl Lease {
             let taken = match held {
                 Some(m) => {
                     let age = clock.now() - m.last_modified.timestamp();
-                    if age < LEASE_STALE.as_secs() as i64 {
-                        let owner = match remote.get_opt(&path).await? {
-                            Some(b) => serde_json::from_slice::<serde_json::Value>(&b)
-                                .ok()
-                                .and_then(|v| v["owner"].as_str().map(str::to_string))
-                                .unwrap_or_else(|| "unknown".into()),
-                            None => "unknown".into(),
-                        };
+                    let held_by: serde_json::Value = remote
+                        .get_opt(&path)
+                        .await?
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                        .unwrap_or_default();
+                    // A gc of this machine whose process is gone (killed) held it: no need to
+                    // wait for it to go stale.
+                    let dead_here = held_by["host"].as_str() == Some(host.as_str())
+                        && held_by["pid"].as_u64().is_some_and(|pid| {
+                            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                        });
+                    if age < LEASE_STALE.as_secs() as i64 && !dead_here {
                         return Err(RemoteError::GcBusy {
                             remote: remote.url().to_string(),
-                            owner,
+                            owner: held_by["owner"].as_str().unwrap_or("unknown").to_string(),
                             age,
                         });
                     }
                     tracing::warn!(
-                        "{}: taking over a gc lease not refreshed for {age} s",
-                        remote.url()
+                        "{}: taking over the gc lease of {} (refreshed {age} s ago{})",
+                        remote.url(),
+                        held_by["owner"].as_str().unwrap_or("unknown"),
+                        if dead_here { ", its process is gone" } else { "" }
                     );
                     before = wall();
                     remote
