@@ -161,7 +161,11 @@ impl Lease {
                         "{}: taking over the gc lease of {} (refreshed {age} s ago{})",
                         remote.url(),
                         held_by["owner"].as_str().unwrap_or("unknown"),
-                        if dead_here { ", its process is gone" } else { "" }
+                        if dead_here {
+                            ", its process is gone"
+                        } else {
+                            ""
+                        }
                     );
                     before = wall();
                     remote
