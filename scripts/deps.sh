@@ -36,6 +36,9 @@ declare -A APT=(
   # scripts/services.sh: the local S3 (moto, pip), GCS (fake-gcs-server, pip) and Azure
   # (Azurite, npm) servers of the remote-sync tests, and curl to drive them.
   [curl]=curl
+  # tests/e2e/lifecycle.rs: a clock set ahead for one cairn process (retention ages, remote gc's
+  # clock-skew refusal).
+  [faketime]=faketime
   [python3]=python3
   [node]=nodejs
   [npm]=npm

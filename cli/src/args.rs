@@ -100,6 +100,26 @@ pub enum RemoteCommand {
     Ls,
     /// Remove a remote
     Rm { name: String },
+    /// Collect garbage on a remote: two-phase, safe while others push (docs/cli.md)
+    Gc {
+        /// Remote name or URL
+        name: String,
+        /// Report what would be tombstoned, deleted and removed; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// How old unreachable objects and tombstones must be, by the object store's clock
+        /// (30s, 15m, 12h, 7d)
+        #[arg(long, value_name = "DURATION", default_value = "24h",
+              value_parser = cairn_store::policy::parse_duration)]
+        grace: std::time::Duration,
+        /// No other cairn writes to the remote meanwhile: run without conditional puts where
+        /// the object store lacks them
+        #[arg(long)]
+        exclusive: bool,
+        /// Also apply the retention rules (the remote's, else the global ones)
+        #[arg(long)]
+        policy: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +181,10 @@ pub enum Command {
         /// Never try a remote
         #[arg(long, conflicts_with = "remote")]
         offline: bool,
+        /// If TARGET is found nowhere, restore the newest key starting with PREFIX instead
+        /// (repeatable, tried in order; locally, then on the remotes)
+        #[arg(long, value_name = "PREFIX")]
+        fallback: Vec<String>,
     },
     /// Upload keys (and what they reach) to a remote
     Push {
@@ -207,8 +231,15 @@ pub enum Command {
     },
     /// Show a key's history of bindings
     Log { key: String },
-    /// Unbind a key (its objects stay until gc)
-    Rm { key: String },
+    /// Unbind keys (their objects stay until gc), locally or on a remote
+    Rm {
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// Delete the keys' records on this remote instead (their objects go at the next
+        /// `cairn remote gc`)
+        #[arg(long, value_name = "REMOTE")]
+        remote: Option<String>,
+    },
     /// Re-hash stored objects and check that every key's closure is complete
     ///
     /// Exit status: 0 clean, 1 could not run, 8 bit set if an object is corrupt, 16 bit set if
@@ -247,11 +278,15 @@ pub enum Command {
     /// Signing keys
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Delete objects no key reaches
+    /// Delete objects no key or pin reaches (with --policy, first the keys the retention
+    /// rules and the size cap evict)
     Gc {
         /// Report what would be deleted, delete nothing
         #[arg(long)]
         dry_run: bool,
+        /// Apply the configuration's retention rules, max-size and min-free first
+        #[arg(long)]
+        policy: bool,
     },
     /// Print a shell completion script
     Completions { shell: clap_complete::Shell },

@@ -33,6 +33,13 @@ const EXIT_MISSING: u8 = 16;
 /// `verify` exit bit: some record lacks a valid signature by a trusted key.
 const EXIT_UNTRUSTED: u8 = 32;
 
+/// Without a write, the size cap and free space are checked at most this often.
+const EVICT_CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// Time an automatic eviction may spend deleting files; what is left waits for the next one.
+const EVICT_BUDGET: Duration = Duration::from_secs(30);
+/// Above this share of `max-size` (percent), `put` warns and stores nothing.
+const HARD_LIMIT_PERCENT: u64 = 105;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
@@ -228,6 +235,71 @@ fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
+/// The configuration, or an empty one when no config file can be named.
+fn load_config(g: &Global) -> Result<Config> {
+    match config_path(g) {
+        Ok(p) => Ok(Config::load(&p)?),
+        Err(_) => Ok(Config::default()),
+    }
+}
+
+/// Enforces the configured `max-size` and `min-free`: after a write (`wrote`), or when the last
+/// check is older than [`EVICT_CHECK_EVERY`], evicts least recently used keys (never those of
+/// `protect`, nor pinned ones) and collects, within [`EVICT_BUDGET`].
+fn auto_evict(g: &Global, store: &Store, wrote: bool, protect: &[Key]) -> Result<()> {
+    let config = load_config(g)?;
+    if config.max_size.is_none() && config.min_free.is_none() {
+        return Ok(());
+    }
+    let stamp = store.dir().join("locks").join("evict-check");
+    let due = wrote
+        || std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .map_or(true, |t| {
+                t.elapsed().unwrap_or_default() > EVICT_CHECK_EVERY
+            });
+    if !due {
+        return Ok(());
+    }
+    // Not fsynced: losing the stamp only costs an early check.
+    let _ = std::fs::write(&stamp, b"");
+    let size = store.size()?;
+    let over = config.max_size.is_some_and(|cap| size.stored > cap)
+        || config.min_free.is_some_and(|m| size.free < m);
+    if !over {
+        return Ok(());
+    }
+    let report = store.gc(&cairn_store::GcOptions {
+        max_size: config.max_size,
+        min_free: config.min_free,
+        protect: protect.to_vec(),
+        budget: Some(EVICT_BUDGET),
+        ..Default::default()
+    })?;
+    tracing::info!(
+        "store over its size cap ({} bytes stored): evicted {} keys, freed {} bytes",
+        size.stored,
+        report.removed.len(),
+        report.bytes_freed
+    );
+    Ok(())
+}
+
+/// Records that `target`, if it is a key, was read (a failure is only logged: the read
+/// succeeded).
+fn mark_used(session: &cairn_store::ReadSession, target: &str) {
+    if let Ok(key) = Key::new(target)
+        && let Err(e) = session.used(&key)
+    {
+        tracing::warn!("{key}: its use was not recorded: {e}");
+    }
+}
+
+/// The recorded last use of `key`.
+fn last_used_of(store: &Store, key: &Key) -> Result<Option<u64>> {
+    Ok(store.last_used(key.as_str())?.get(key.as_str()).copied())
+}
+
 fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
     let bars = progress::Bars::new(g.quiet);
@@ -252,20 +324,44 @@ fn run(cli: Cli) -> Result<u8> {
                 ..IngestOptions::default()
             };
             let store = open_store(g)?;
+            if let Some(cap) = load_config(g)?.max_size {
+                let stored = store.size()?.stored;
+                if stored > cairn_store::policy::share(cap, HARD_LIMIT_PERCENT) {
+                    tracing::warn!(
+                        "store {} holds {stored} bytes, over {HARD_LIMIT_PERCENT}% of its max-size \
+                         ({cap}): not caching {key}",
+                        store.dir().display()
+                    );
+                    return Ok(0);
+                }
+            }
             let input = if ingest.from_archive {
                 Input::Archive(&path)
             } else {
                 Input::Path(&path)
             };
             let (added, rec) = store.put(&key, input, &opts, labels, progress)?;
+            // Until this command ends, no other process's eviction removes the new key.
+            let _pin = store.temp_pin(&key)?;
             let rec = match signing_key(g, sign.as_deref())? {
                 Some(sk) => store.add_signature(&rec, sk.sign(&rec))?,
                 None => rec,
             };
             out.put(&added, Some(&rec))?;
             if let Some(remote) = push {
-                soften(g, push_keys(g, &store, &remote, &[key], &out, progress))?;
+                soften(
+                    g,
+                    push_keys(
+                        g,
+                        &store,
+                        &remote,
+                        std::slice::from_ref(&key),
+                        &out,
+                        progress,
+                    ),
+                )?;
             }
+            auto_evict(g, &store, true, std::slice::from_ref(&key))?;
         }
         Command::Add { path, ingest } => {
             let opts = IngestOptions {
@@ -295,6 +391,7 @@ fn run(cli: Cli) -> Result<u8> {
             force,
             remote,
             offline,
+            fallback,
         } => {
             let store = open_store(g)?;
             let open_remotes: cairn_remote::OpenRemotes<'_> = if offline {
@@ -309,12 +406,23 @@ fn run(cli: Cli) -> Result<u8> {
                 force,
                 open_remotes,
                 g.no_fail_on_cache_error,
+                &fallback,
                 progress,
             ))?;
             if let Some((_, summary)) = &resolved.pulled {
                 out.pull_quiet(summary);
             }
-            out.get(&resolved.root, &dest, &stats)?;
+            out.get(
+                &resolved.root,
+                resolved.key.as_ref(),
+                &target,
+                &dest,
+                &stats,
+            )?;
+            let pulled = resolved.pulled.is_some();
+            let protect: Vec<Key> = resolved.key.iter().cloned().collect();
+            drop(resolved);
+            auto_evict(g, &store, pulled, &protect)?;
         }
         Command::Export { target, output } => {
             let format = ArchiveFormat::from_path(&output).with_context(|| {
@@ -327,11 +435,13 @@ fn run(cli: Cli) -> Result<u8> {
             let session = store.read()?;
             let root = session.resolve(&target)?;
             let entries = session.export(&root, &output, format)?;
+            mark_used(&session, &target);
             out.export(&root, &output, entries)?;
         }
         Command::Ls { prefix } => {
             let store = open_store(g)?;
-            out.ls(&store.keys(prefix.as_deref().unwrap_or(""))?)?;
+            let prefix = prefix.as_deref().unwrap_or("");
+            out.ls(&store.keys(prefix)?, &store.last_used(prefix)?)?;
         }
         Command::Show { target, recursive } => {
             let store = open_store(g)?;
@@ -345,7 +455,7 @@ fn run(cli: Cli) -> Result<u8> {
                 if recursive {
                     out.tree_listing(&session, &rec.root, true)?;
                 } else {
-                    out.record(&rec)?;
+                    out.record(&rec, last_used_of(&store, &rec.key)?)?;
                 }
             }
         }
@@ -380,16 +490,26 @@ fn run(cli: Cli) -> Result<u8> {
                 r => r?,
             };
             lock.flush().map_err(output::stdout_error)?;
+            mark_used(&session, &target);
         }
         Command::Log { key } => {
             let store = open_store(g)?;
             out.log(&store.log(&Key::new(&key)?)?)?;
         }
-        Command::Rm { key } => {
+        Command::Rm { keys, remote } => {
+            let keys: Vec<Key> = keys.iter().map(|k| Key::new(k)).collect::<Result<_, _>>()?;
+            if let Some(remote) = remote {
+                let config = Config::load(&config_path(g)?)?;
+                let remote = open_remote(g, &config, &remote)?;
+                let removed = runtime()?.block_on(cairn_remote::remove_keys(&remote, &keys))?;
+                out.removed_remote(remote.name(), &removed)?;
+                return Ok(0);
+            }
             let store = open_store(g)?;
-            let key = Key::new(&key)?;
-            let rec = store.remove_key(&key)?;
-            out.removed(&key, rec.as_ref())?;
+            for key in &keys {
+                let rec = store.remove_key(key)?;
+                out.removed(key, rec.as_ref())?;
+            }
         }
         Command::Verify {
             targets,
@@ -459,7 +579,7 @@ fn run(cli: Cli) -> Result<u8> {
                 .context("no signing key: give --key-file or set signing-key in the config")?;
             let rec = store.record(&Key::new(&key)?)?;
             let rec = store.add_signature(&rec, sk.sign(&rec))?;
-            out.record(&rec)?;
+            out.record(&rec, last_used_of(&store, &rec.key)?)?;
         }
         Command::Attach {
             key,
@@ -503,9 +623,19 @@ fn run(cli: Cli) -> Result<u8> {
             }
             KeyCommand::Show { file } => output::outln!("{}", keys::public_line(&file)?),
         },
-        Command::Gc { dry_run } => {
+        Command::Gc { dry_run, policy } => {
             let store = open_store(g)?;
-            out.gc(&store.gc(dry_run)?)?;
+            let mut opts = cairn_store::GcOptions {
+                dry_run,
+                ..Default::default()
+            };
+            if policy {
+                let config = Config::load(&config_path(g)?)?;
+                opts.rules = config.retention;
+                opts.max_size = config.max_size;
+                opts.min_free = config.min_free;
+            }
+            out.gc(&store.gc(&opts)?)?;
         }
         Command::Push { remote, keys, all } => {
             let store = open_store(g)?;
@@ -530,6 +660,7 @@ fn run(cli: Cli) -> Result<u8> {
                 out.pull(&summary)
             })();
             soften(g, r)?;
+            auto_evict(g, &store, true, &keys)?;
         }
         Command::Remote(cmd) => {
             let path = config_path(g)?;
@@ -562,6 +693,28 @@ fn run(cli: Cli) -> Result<u8> {
                     config.save(&path)?;
                 }
                 RemoteCommand::Ls => out.remotes(&config)?,
+                RemoteCommand::Gc {
+                    name,
+                    dry_run,
+                    grace,
+                    exclusive,
+                    policy,
+                } => {
+                    let remote = open_remote(g, &config, &name)?;
+                    let settings = cairn_remote::GcSettings {
+                        dry_run,
+                        grace,
+                        exclusive,
+                        rules: if policy {
+                            config.retention_for(&name).to_vec()
+                        } else {
+                            Vec::new()
+                        },
+                    };
+                    let report =
+                        runtime()?.block_on(cairn_remote::remote_gc(&remote, &settings))?;
+                    out.remote_gc(&report)?;
+                }
                 RemoteCommand::Rm { name } => {
                     if config.remotes.remove(&name).is_none() {
                         bail!("no remote named {name:?} in {}", path.display());

@@ -1,5 +1,6 @@
 //! Printing results: plain text for people, `--json` for machines (shapes in docs/cli.md).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
@@ -44,6 +45,35 @@ pub(crate) fn stdout_error(e: std::io::Error) -> anyhow::Error {
 pub(crate) fn print_json(v: &impl Serialize) -> Result<()> {
     outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// A record as JSON with `last_used` (epoch seconds; the creation time for a key never read).
+fn with_last_used(r: &KeyRecord, last_used: Option<u64>) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).expect("records serialize");
+    v["last_used"] = json!(last_used.unwrap_or(r.created).max(r.created));
+    v
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC time (`2026-11-30T08:15:00Z`).
+pub(crate) fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// One line of a tree listing.
@@ -92,13 +122,27 @@ impl Out {
         Ok(())
     }
 
-    pub fn get(&self, root: &Root, dest: &Path, s: &MaterializeStats) -> Result<()> {
+    /// `key` is the key restored (`None` for an id); a fallback differs from `target`.
+    pub fn get(
+        &self,
+        root: &Root,
+        key: Option<&Key>,
+        target: &str,
+        dest: &Path,
+        s: &MaterializeStats,
+    ) -> Result<()> {
+        let fallback = key.is_some_and(|k| k.as_str() != target);
         if self.json {
             return print_json(&json!({
                 "root": root,
+                "key": key,
+                "fallback": fallback,
                 "dest": dest.display().to_string(),
                 "stats": s,
             }));
+        }
+        if let (true, Some(k)) = (fallback, key) {
+            outln!("restored {k} (fallback for {target})");
         }
         tracing::info!(
             "{}: {} files, {} dirs, {} symlinks, {} bytes",
@@ -123,19 +167,34 @@ impl Out {
         Ok(())
     }
 
-    pub fn ls(&self, recs: &[KeyRecord]) -> Result<()> {
+    /// Keys with their last use (`None`: never read since it was bound).
+    pub fn ls(&self, recs: &[KeyRecord], used: &BTreeMap<String, u64>) -> Result<()> {
         if self.json {
-            return print_json(&recs);
+            let rows: Vec<serde_json::Value> = recs
+                .iter()
+                .map(|r| with_last_used(r, used.get(r.key.as_str()).copied()))
+                .collect();
+            return print_json(&rows);
         }
         for r in recs {
-            outln!("{}\t{}\t{}\t{}", r.key, r.root.id(), r.size, r.files);
+            let last = used.get(r.key.as_str()).copied().unwrap_or(r.created);
+            outln!(
+                "{}\t{}\t{}\t{}\t{}\t{}",
+                r.key,
+                r.root.id(),
+                r.size,
+                r.files,
+                rfc3339(r.created),
+                rfc3339(last)
+            );
         }
         Ok(())
     }
 
-    pub fn record(&self, r: &KeyRecord) -> Result<()> {
+    /// A key's record and its last use.
+    pub fn record(&self, r: &KeyRecord, last_used: Option<u64>) -> Result<()> {
         if self.json {
-            return print_json(r);
+            return print_json(&with_last_used(r, last_used));
         }
         outln!("key:     {}", r.key);
         match r.root {
@@ -145,7 +204,11 @@ impl Out {
                 if executable { "executable" } else { "regular" }
             ),
         }
-        outln!("created: {}", r.created);
+        outln!("created: {}", rfc3339(r.created));
+        outln!(
+            "used:    {}",
+            last_used.map_or_else(|| "never".to_string(), rfc3339)
+        );
         outln!("size:    {}", r.size);
         outln!("files:   {}", r.files);
         for (k, v) in &r.labels {
@@ -232,6 +295,25 @@ impl Out {
         Ok(())
     }
 
+    /// Keys whose records `rm --remote` deleted (`false`: there was none).
+    pub fn removed_remote(&self, remote: &str, removed: &[(Key, bool)]) -> Result<()> {
+        if self.json {
+            let rows: Vec<serde_json::Value> = removed
+                .iter()
+                .map(|(k, was)| json!({"key": k, "removed": was}))
+                .collect();
+            return print_json(&json!({"remote": remote, "keys": rows}));
+        }
+        for (k, was) in removed {
+            if *was {
+                tracing::info!("removed {k} from {remote}");
+            } else {
+                tracing::warn!("{k} was not on {remote}");
+            }
+        }
+        Ok(())
+    }
+
     pub fn verify(&self, r: &VerifyReport, untrusted: Option<&[String]>) -> Result<()> {
         if self.json {
             return print_json(&json!({
@@ -274,6 +356,15 @@ impl Out {
         if self.json {
             return print_json(r);
         }
+        for k in &r.removed {
+            outln!(
+                "{} {}\t{} bytes\t{}",
+                if r.dry_run { "would remove" } else { "removed" },
+                k.key,
+                k.size,
+                serde_json::to_value(k.reason)?.as_str().unwrap_or_default()
+            );
+        }
         outln!(
             "{} {} trees, {} blobs, {} orphan files, {} temp files; {} bytes {}; {} objects kept",
             if r.dry_run { "would delete" } else { "deleted" },
@@ -285,11 +376,42 @@ impl Out {
             if r.dry_run { "to free" } else { "freed" },
             r.kept
         );
+        if r.incomplete {
+            outln!("time budget spent: some garbage is left for the next gc");
+        }
         Ok(())
     }
 }
 
 impl Out {
+    pub fn remote_gc(&self, r: &cairn_remote::RemoteGcReport) -> Result<()> {
+        if self.json {
+            return print_json(r);
+        }
+        let verb = |done: &'static str, would: &'static str| if r.dry_run { would } else { done };
+        for k in &r.removed {
+            outln!("{} key {}", verb("removed", "would remove"), k.key);
+        }
+        for u in &r.deleted {
+            outln!("{} {u}", verb("deleted", "would delete"));
+        }
+        for u in &r.tombstoned {
+            outln!("{} {u}", verb("tombstoned", "would tombstone"));
+        }
+        for u in &r.recovered {
+            outln!("{} {u}", verb("recovered", "would recover"));
+        }
+        tracing::info!(
+            "{} keys, {} live units, {} waiting for the grace period, {} bytes {}",
+            r.keys,
+            r.live_units,
+            r.waiting,
+            r.bytes_freed,
+            verb("freed", "to free")
+        );
+        Ok(())
+    }
+
     pub fn push(&self, s: &cairn_remote::PushSummary) -> Result<()> {
         if self.json {
             return print_json(s);
@@ -422,4 +544,14 @@ fn list(
         },
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_751_727), "2026-11-27T03:55:27Z");
+    }
 }

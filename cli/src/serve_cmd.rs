@@ -80,7 +80,11 @@ pub fn run(args: ServeArgs, g: &Global, store: Store, config_path: &Path) -> Res
         },
     };
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-    let opts = cairn_serve::StoreBackendOptions { fallback, transfer };
+    let opts = cairn_serve::StoreBackendOptions {
+        fallback,
+        transfer,
+        pin_grace: Some(Duration::from_secs(args.gc_grace)),
+    };
     cairn_serve::run(cfg, store, opts, |addr| {
         // The one line on stdout: scripts (and tests) read the address from it.
         println!("listening on {scheme}://{addr}");

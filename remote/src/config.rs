@@ -37,6 +37,9 @@ pub struct RemoteConfig {
     /// Public keys (`NAME:BASE64`) trusted for this remote, besides the global ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_keys: Vec<String>,
+    /// Retention rules `cairn remote gc` applies to this remote (instead of the global ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<cairn_store::policy::Rule>,
 }
 
 /// The whole configuration file.
@@ -58,6 +61,24 @@ pub struct Config {
     /// Named remotes.
     #[serde(default)]
     pub remotes: BTreeMap<String, RemoteConfig>,
+    /// Cap on the local store's stored bytes: least recently used keys are evicted after a
+    /// write that exceeds it, down to 90 % of it; above 105 % `put` skips caching.
+    #[serde(
+        default,
+        deserialize_with = "cairn_store::policy::de_size",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_size: Option<u64>,
+    /// Free space to keep on the local store's filesystem, evicting keys to get it.
+    #[serde(
+        default,
+        deserialize_with = "cairn_store::policy::de_size",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_free: Option<u64>,
+    /// Retention rules for `cairn gc --policy` (and for remotes without rules of their own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<cairn_store::policy::Rule>,
 }
 
 /// What a pull demands of a record's signatures.
@@ -106,6 +127,14 @@ impl Config {
                 .unwrap_or(self.require_signatures),
             trusted,
         })
+    }
+
+    /// The retention rules for remote `name`: its own, else the global ones.
+    pub fn retention_for(&self, name: &str) -> &[cairn_store::policy::Rule] {
+        match self.remotes.get(name) {
+            Some(r) if !r.retention.is_empty() => &r.retention,
+            _ => &self.retention,
+        }
     }
 
     /// The remote called `name_or_url`, or an unnamed one if it is a URL.

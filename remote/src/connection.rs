@@ -27,6 +27,8 @@ pub const LAYOUT_FILE: &str = "cairn-remote.json";
 /// Extra sends of a request whose response was lost or cut (see [`Remote::put`],
 /// [`Remote::get_opt`]); every request cairn makes is idempotent.
 pub const PUT_RESENDS: usize = 3;
+/// Objects per page of a listing (what S3, GCS and Azure return at most per LIST request).
+pub const LIST_PAGE: u64 = 1000;
 /// The layout version this code writes and reads.
 pub const LAYOUT_VERSION: u32 = 1;
 
@@ -63,6 +65,10 @@ pub struct Counters {
     pub puts: AtomicU64,
     /// HEAD requests.
     pub heads: AtomicU64,
+    /// LIST requests (pages of a listing).
+    pub lists: AtomicU64,
+    /// DELETE requests.
+    pub deletes: AtomicU64,
     /// Bytes uploaded.
     pub bytes_up: AtomicU64,
     /// Bytes downloaded.
@@ -78,6 +84,10 @@ pub struct RequestCounts {
     pub puts: u64,
     /// HEAD requests.
     pub heads: u64,
+    /// LIST requests (pages).
+    pub lists: u64,
+    /// DELETE requests.
+    pub deletes: u64,
     /// Bytes uploaded.
     pub bytes_up: u64,
     /// Bytes downloaded.
@@ -107,6 +117,21 @@ pub struct Remote {
     write_only: bool,
     counters: Arc<Counters>,
     opts: TransferOptions,
+    /// The folder of a `file://` remote: conditional updates there are made under a `flock`
+    /// of [`FILE_LOCK`] in it (the local filesystem has no compare-and-swap of its own).
+    local_dir: Option<std::path::PathBuf>,
+}
+
+/// The lock file of a `file://` remote, in its folder (no object of the layout is named so).
+pub const FILE_LOCK: &str = ".cairn-lock";
+
+/// How a conditional put ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Conditional {
+    /// Written; the new object's ETag, if the store gave one.
+    Written(Option<String>),
+    /// Not written: the object exists (create) or changed since it was read (update).
+    Conflict,
 }
 
 /// What the three cloud builders share (object_store gives them no common trait): one place
@@ -203,12 +228,20 @@ impl Remote {
         }
         let mut read_only = cfg.read_only;
         let mut credentials = None;
+        let mut local_dir = None;
         let path_of = |u: &url::Url| -> Result<Path> {
             Path::parse(u.path().trim_matches('/')).map_err(|e| bad(e.to_string()))
         };
         let (store, prefix): (Arc<dyn ObjectStore>, Path) = match url.scheme() {
             "s3" | "s3a" => {
-                let b = cloud::<AmazonS3Builder>(cfg, &retry, opts).map_err(bad)?;
+                // Remote gc needs If-None-Match / If-Match puts; asked for explicitly (the
+                // remote's options may still turn them off, for stores without them).
+                let mut with_conditional = cfg.clone();
+                with_conditional
+                    .options
+                    .entry("aws_conditional_put".into())
+                    .or_insert_with(|| "etag".into());
+                let b = cloud::<AmazonS3Builder>(&with_conditional, &retry, opts).map_err(bad)?;
                 let b = crate::credentials::aws_profile(b).map_err(bad)?;
                 credentials = crate::credentials::aws_search(&b);
                 (
@@ -238,6 +271,7 @@ impl Remote {
                     .map_err(|()| bad("not a local path".into()))?;
                 std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
                 let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+                local_dir = Some(dir);
                 (Arc::new(fs), Path::default())
             }
             "http" | "https" => {
@@ -264,6 +298,7 @@ impl Remote {
             write_only: cfg.write_only,
             counters: Arc::new(Counters::default()),
             opts: opts.clone(),
+            local_dir,
         })
     }
 
@@ -294,6 +329,8 @@ impl Remote {
             gets: c.gets.load(Ordering::Relaxed),
             puts: c.puts.load(Ordering::Relaxed),
             heads: c.heads.load(Ordering::Relaxed),
+            lists: c.lists.load(Ordering::Relaxed),
+            deletes: c.deletes.load(Ordering::Relaxed),
             bytes_up: c.bytes_up.load(Ordering::Relaxed),
             bytes_down: c.bytes_down.load(Ordering::Relaxed),
         }
@@ -307,9 +344,75 @@ impl Remote {
         }
     }
 
+    /// The remote's path of `rel` (relative to its root).
+    pub fn path(&self, rel: &str) -> Path {
+        self.child(rel)
+    }
+
+    /// `rel` relative to the remote's root, for a path under it.
+    pub fn relative<'p>(&self, path: &'p Path) -> &'p str {
+        let full = path.as_ref();
+        let prefix = self.prefix.as_ref();
+        if prefix.is_empty() {
+            full
+        } else {
+            full.strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or(full)
+        }
+    }
+
+    /// Every object whose path (relative to the remote's root) starts with `rel`: the folder
+    /// holding `rel`'s last segment is listed, recursively, and filtered. Counts one LIST
+    /// request per page of [`LIST_PAGE`] objects.
+    pub async fn list(&self, rel: &str) -> Result<Vec<ObjectMeta>> {
+        use futures::TryStreamExt;
+        let dir = match rel.rfind('/') {
+            Some(i) => &rel[..i],
+            None => "",
+        };
+        let base = if dir.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.child(dir)
+        };
+        let listing: Vec<ObjectMeta> = self
+            .store
+            .list(if base.as_ref().is_empty() {
+                None
+            } else {
+                Some(&base)
+            })
+            .try_collect()
+            .await
+            .map_err(self.request_err(&base))?;
+        let pages = listing.len() as u64 / LIST_PAGE + 1;
+        self.counters.lists.fetch_add(pages, Ordering::Relaxed);
+        Ok(listing
+            .into_iter()
+            .filter(|m| self.relative(&m.location).starts_with(rel))
+            .collect())
+    }
+
+    /// DELETE; a missing object is no error.
+    pub async fn delete(&self, path: &Path) -> Result<()> {
+        if self.read_only {
+            return Err(RemoteError::ReadOnly(self.url.clone()));
+        }
+        self.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.request_err(path)(e)),
+        }
+    }
+
     /// `keys/<key>.key`
     pub fn key_path(&self, key: &Key) -> Path {
         self.child(&format!("keys/{key}.key"))
+    }
+    /// `usage/<key>.used`: the key's last use on this remote (its time on the object store).
+    pub fn usage_path(&self, key: &Key) -> Path {
+        self.child(&format!("usage/{key}.used"))
     }
     /// `packs/<xx>/<hex>.pack`
     pub fn pack_path(&self, pack: &Id) -> Path {
@@ -500,6 +603,82 @@ impl Remote {
                 }
                 Err(e) => return Err(self.request_err(path)(e)),
             }
+        }
+    }
+
+    /// PUT that succeeds only if the object does not exist (`etag` `None`) or still has ETag
+    /// `etag`. A store without conditional puts is [`RemoteError::NoConditionalPuts`]; on a
+    /// `file://` remote an update runs under a `flock` of [`FILE_LOCK`].
+    pub async fn put_if(
+        &self,
+        path: &Path,
+        bytes: Bytes,
+        etag: Option<&str>,
+    ) -> Result<Conditional> {
+        if self.read_only {
+            return Err(RemoteError::ReadOnly(self.url.clone()));
+        }
+        if let Some(dir) = &self.local_dir {
+            let lock = dir.join(FILE_LOCK);
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock)
+                .map_err(|e| RemoteError::from(cairn_store::Error::io(&lock)(e)))?;
+            let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                .await
+                .expect("lock task panicked")
+                .map_err(|e| RemoteError::from(cairn_store::Error::io(&lock)(e)))?;
+            let current = self.head(path).await?;
+            let out = match (etag, current) {
+                (None, Some(_)) => Ok(Conditional::Conflict),
+                (Some(want), Some(m)) if m.e_tag.as_deref() != Some(want) => {
+                    Ok(Conditional::Conflict)
+                }
+                (Some(_), None) => Ok(Conditional::Conflict),
+                _ => {
+                    self.put(path, bytes).await?;
+                    Ok(Conditional::Written(
+                        self.head(path).await?.and_then(|m| m.e_tag),
+                    ))
+                }
+            };
+            drop(file);
+            return out;
+        }
+        let mode = match etag {
+            None => PutMode::Create,
+            Some(e) => PutMode::Update(object_store::UpdateVersion {
+                e_tag: Some(e.to_string()),
+                version: None,
+            }),
+        };
+        self.counters.puts.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_up
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let r = self
+            .store
+            .put_opts(
+                path,
+                PutPayload::from_bytes(bytes),
+                PutOptions {
+                    mode,
+                    ..Default::default()
+                },
+            )
+            .await;
+        match r {
+            Ok(r) => Ok(Conditional::Written(r.e_tag)),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(Conditional::Conflict),
+            Err(object_store::Error::NotImplemented { .. }) => {
+                Err(RemoteError::NoConditionalPuts(self.url.clone()))
+            }
+            Err(e) => Err(self.request_err(path)(e)),
         }
     }
 

@@ -104,6 +104,55 @@ pub enum RemoteError {
         /// The last lookup's failure, as the object store reported it.
         detail: String,
     },
+    /// The object store cannot put conditionally (create-only, or only-if-unchanged).
+    #[error(
+        "remote {0}: the object store does not support conditional puts, which remote gc needs to \
+         run safely beside other writers; pass --exclusive if no other cairn writes to it meanwhile"
+    )]
+    NoConditionalPuts(String),
+    /// Another gc holds the remote's lease.
+    #[error(
+        "remote {remote}: another gc is running ({owner}, lease refreshed {age} s ago); try later"
+    )]
+    GcBusy {
+        /// The remote's URL.
+        remote: String,
+        /// Who holds the lease.
+        owner: String,
+        /// Seconds since it was last refreshed, by the object store's clock.
+        age: i64,
+    },
+    /// This gc's lease was taken over (it was stale) while it ran.
+    #[error(
+        "remote {0}: this gc lost its lease to another (it was not refreshed in time); stopped"
+    )]
+    LeaseLost(String),
+    /// The local clock and the object store's disagree too much for time-based decisions.
+    #[error(
+        "remote {remote}: this machine's clock differs from the object store's by {skew} s \
+         (more than {max} s); refusing to collect garbage"
+    )]
+    ClockSkew {
+        /// The remote's URL.
+        remote: String,
+        /// The difference, in seconds.
+        skew: i64,
+        /// The most allowed.
+        max: i64,
+    },
+    /// A remote gc kept tombstoning what this push relies on, round after round.
+    #[error(
+        "remote {remote}: a remote gc tombstoned {units} packs or blobs this push relies on, \
+         again after {rounds} re-uploads; no key was bound, push again"
+    )]
+    GcRace {
+        /// The remote's URL.
+        remote: String,
+        /// Units still tombstoned.
+        units: usize,
+        /// Re-upload rounds made.
+        rounds: usize,
+    },
     /// The local store failed.
     #[error(transparent)]
     Local(#[from] cairn_store::Error),

@@ -29,6 +29,8 @@ pub type OpenRemotes<'a> = Box<dyn FnOnce() -> Result<Vec<(String, Result<Fallba
 pub struct Resolved {
     /// The session it was resolved in.
     pub session: ReadSession,
+    /// The key restored (the one asked for, or the fallback that was found); `None` for an id.
+    pub key: Option<Key>,
     /// What it names.
     pub root: Root,
     /// The remote it was pulled from and what the pull did, if it was not in the store.
@@ -39,17 +41,23 @@ pub struct Resolved {
 /// from the first of `remotes` that has it (a remote without the key is skipped; one that fails
 /// ends the search with its error, unless `soft`, when it is logged and skipped), then resolves
 /// it again. A record the index holds but cannot read is an error, never a miss.
+///
+/// If no remote has the key either, each of `fallback` (key prefixes, in order) is tried: the
+/// newest local key (by creation) starting with it, else the newest such key on each remote
+/// (listing only `keys/<prefix>` there, newest by the object store's time), as `actions/cache`
+/// restore keys do. [`Resolved::key`] says which key was restored.
 pub async fn resolve_or_pull(
     store: &Store,
     spec: &str,
     remotes: OpenRemotes<'_>,
     soft: bool,
+    fallback: &[String],
     progress: &dyn Progress,
 ) -> Result<Resolved> {
-    let local = resolve(store, spec).await?;
-    let key = match local {
+    let key = match resolve(store, spec).await? {
         Ok((session, root)) => {
             return Ok(Resolved {
+                key: Key::new(spec).ok(),
                 session,
                 root,
                 pulled: None,
@@ -58,35 +66,47 @@ pub async fn resolve_or_pull(
         Err(key) => key,
     };
     let mut tried = Vec::new();
+    let mut usable = Vec::new();
     for (name, opened) in remotes()? {
         tried.push(name.clone());
-        let attempt = match opened {
-            Ok(f) => {
-                pull(
-                    store,
-                    &f.remote,
-                    std::slice::from_ref(&key),
-                    &f.trust,
-                    progress,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        match attempt {
-            Ok(summary) => {
-                let (session, root) = resolve(store, spec).await?.map_err(|_| {
-                    RemoteError::Local(cairn_store::Error::UnknownKey(key.to_string()))
-                })?;
-                return Ok(Resolved {
-                    session,
-                    root,
-                    pulled: Some((name, summary)),
-                });
-            }
-            Err(RemoteError::NoSuchKey { .. }) => tracing::info!("{key}: not on remote {name}"),
+        match opened {
+            Ok(f) => usable.push((name, f)),
             Err(e) if soft => tracing::warn!("remote {name} failed, trying the next: {e}"),
             Err(e) => return Err(e),
+        }
+        let Some((name, f)) = usable.last() else {
+            continue;
+        };
+        if let Some(r) = pull_one(store, &key, name, f, soft, progress).await? {
+            return Ok(r);
+        }
+    }
+    for prefix in fallback {
+        if let Some(k) = newest_local(store, prefix).await?
+            && let Ok((session, root)) = resolve(store, k.as_str()).await?
+        {
+            tracing::info!("{key}: restoring {k}, the newest local key under {prefix:?}");
+            return Ok(Resolved {
+                session,
+                key: Some(k),
+                root,
+                pulled: None,
+            });
+        }
+        for (name, f) in &usable {
+            let newest = match newest_remote(&f.remote, prefix).await {
+                Ok(n) => n,
+                Err(e) if soft => {
+                    tracing::warn!("remote {name} failed, trying the next: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(k) = newest else { continue };
+            if let Some(r) = pull_one(store, &k, name, f, soft, progress).await? {
+                tracing::info!("{key}: restored {k} from {name}, the newest under {prefix:?}");
+                return Ok(r);
+            }
         }
     }
     Err(RemoteError::NotFound {
@@ -95,9 +115,78 @@ pub async fn resolve_or_pull(
     })
 }
 
+/// Pulls `key` from remote `name` and resolves it; `None` if the remote lacks it (or failed,
+/// when `soft`).
+async fn pull_one(
+    store: &Store,
+    key: &Key,
+    name: &str,
+    f: &Fallback,
+    soft: bool,
+    progress: &dyn Progress,
+) -> Result<Option<Resolved>> {
+    match pull(
+        store,
+        &f.remote,
+        std::slice::from_ref(key),
+        &f.trust,
+        progress,
+    )
+    .await
+    {
+        Ok(summary) => {
+            let (session, root) = resolve(store, key.as_str())
+                .await?
+                .map_err(|_| RemoteError::Local(cairn_store::Error::UnknownKey(key.to_string())))?;
+            Ok(Some(Resolved {
+                session,
+                key: Some(key.clone()),
+                root,
+                pulled: Some((name.to_string(), summary)),
+            }))
+        }
+        Err(RemoteError::NoSuchKey { .. }) => {
+            tracing::info!("{key}: not on remote {name}");
+            Ok(None)
+        }
+        Err(e) if soft => {
+            tracing::warn!("remote {name} failed, trying the next: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The newest local key (by creation, then name) starting with `prefix`.
+async fn newest_local(store: &Store, prefix: &str) -> Result<Option<Key>> {
+    let (s, p) = (store.clone(), prefix.to_string());
+    let recs = tokio::task::spawn_blocking(move || s.keys(&p))
+        .await
+        .expect("keys task panicked")?;
+    Ok(recs
+        .into_iter()
+        .max_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)))
+        .map(|r| r.key))
+}
+
+/// The newest key on `remote` starting with `prefix`, by its record's time on the remote.
+pub async fn newest_remote(remote: &Remote, prefix: &str) -> Result<Option<Key>> {
+    let listed = remote.list(&format!("keys/{prefix}")).await?;
+    Ok(listed
+        .iter()
+        .filter_map(|m| {
+            let rel = remote.relative(&m.location);
+            let name = rel.strip_prefix("keys/")?.strip_suffix(".key")?;
+            Some((m.last_modified, Key::new(name).ok()?))
+        })
+        .max()
+        .map(|(_, k)| k))
+}
+
 /// Restores `spec` into `dest` as `cairn get` does: resolved locally, or pulled first (see
 /// [`resolve_or_pull`]), then materialized under the same read session. A non-empty `dest`
 /// without `force` is refused before anything is downloaded.
+#[allow(clippy::too_many_arguments)]
 pub async fn get(
     store: &Store,
     spec: &str,
@@ -105,6 +194,7 @@ pub async fn get(
     force: bool,
     remotes: OpenRemotes<'_>,
     soft: bool,
+    fallback: &[String],
     progress: &(dyn Progress + Sync),
 ) -> Result<(Resolved, MaterializeStats)> {
     // The common case (a tree root into a folder) is checked before any download; a file root
@@ -112,11 +202,17 @@ pub async fn get(
     if !force && dest.is_dir() {
         cairn_store::check_dest_dir(dest, force)?;
     }
-    let resolved = resolve_or_pull(store, spec, remotes, soft, progress).await?;
+    let resolved = resolve_or_pull(store, spec, remotes, soft, fallback, progress).await?;
     let stats = tokio::task::block_in_place(|| {
-        resolved
+        let stats = resolved
             .session
-            .materialize(&resolved.root, dest, force, progress)
+            .materialize(&resolved.root, dest, force, progress)?;
+        if let Some(k) = &resolved.key
+            && let Err(e) = resolved.session.used(k)
+        {
+            tracing::warn!("{k}: its use was not recorded: {e}");
+        }
+        Ok::<_, cairn_store::Error>(stats)
     })?;
     Ok((resolved, stats))
 }

@@ -281,6 +281,7 @@ pub async fn pull(
                 .collect(),
         )
         .await?;
+    crate::usage::touch(remote, keys).await;
     summary.requests = remote.counts();
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)

@@ -16,12 +16,17 @@ use crate::error::{RemoteError, Result};
 use crate::ledger::{Ledger, Location};
 use crate::pack::{self, ObjectKind, PACK_TARGET, PACKED_MAX, PackBuilder, SealedPack};
 use crate::record::{RECORD_FORMAT, RemoteRecord};
+use crate::tombstone::{self, Unit};
 
 /// zstd level for trees and for blobs the local store keeps raw but a remote gets compressed.
 const REMOTE_ZSTD_LEVEL: i32 = 3;
 
 /// Packs being built and uploaded at once.
 const PACKS_IN_FLIGHT: usize = 3;
+
+/// Rounds of the tombstone check before the records are written (each re-uploads what a gc
+/// tombstoned since the last; more than one is needed only if a gc keeps marking meanwhile).
+const RECHECKS: usize = 3;
 
 /// Bytes read from a large blob's file per part handed to the uploader.
 const UPLOAD_CHUNK: usize = 1024 * 1024;
@@ -86,6 +91,12 @@ pub async fn push(
     let ledger = Ledger::new(store, remote.url());
     let all_ids: Vec<Id> = objects.iter().map(|o| o.id).collect();
     let mut known = ledger.lookup(all_ids).await?;
+    // Units a remote gc has tombstoned count as gone: their objects are uploaded again. Listed
+    // before the HEADs below, so a unit found present then and not tombstoned now cannot be
+    // deleted until a grace period after this listing (see `collect`).
+    let checked_at = Instant::now();
+    let tombstoned = tombstone::list(remote).await?;
+    let salt = !tombstoned.is_empty();
     // One HEAD per pack relied on, and per standalone blob.
     let mut distinct: HashMap<(bool, Id), Vec<Id>> = HashMap::new();
     for (id, loc) in &known {
@@ -109,6 +120,17 @@ pub async fn push(
     .collect::<Vec<_>>()
     .await;
     let mut gone = Vec::new();
+    known.retain(|id, loc| {
+        let unit = match loc {
+            Location::Pack(p) => Unit::Pack(*p),
+            Location::Standalone => Unit::Blob(*id),
+        };
+        if tombstoned.contains_key(&unit) {
+            gone.push((*id, *loc));
+            return false;
+        }
+        true
+    });
     for r in checks {
         let (present, ids) = r?;
         if !present {
@@ -132,19 +154,156 @@ pub async fn push(
         objects_skipped: known.len() as u64,
         ..PushSummary::default()
     };
+    let infos: HashMap<Id, (ObjectKind, u64)> =
+        objects.iter().map(|o| (o.id, (o.kind, o.size))).collect();
     let todo: Vec<Obj> = objects
         .into_iter()
         .filter(|o| !known.contains_key(&o.id))
         .collect();
-    let (packed, large): (Vec<Obj>, Vec<Obj>) = todo
+    progress.start("pushing", todo.len() as u64);
+    let mut new_locations = upload(
+        &session,
+        remote,
+        &ledger,
+        todo,
+        salt,
+        progress,
+        &mut summary,
+    )
+    .await?;
+    progress.finish();
+
+    // Right before the records: anything they would name that a remote gc has tombstoned
+    // since is uploaded again (into new packs), so no record ever names a unit a gc may
+    // delete (see `collect`).
+    let mut rounds = 0;
+    loop {
+        let mut named: HashSet<Unit> = HashSet::new();
+        for ids in &closure_of {
+            for id in ids {
+                match known.get(id).or_else(|| new_locations.get(id)) {
+                    Some(Location::Pack(p)) => named.insert(Unit::Pack(*p)),
+                    Some(Location::Standalone) => named.insert(Unit::Blob(*id)),
+                    None => false,
+                };
+            }
+        }
+        let doomed = crate::collect::doomed_units(remote, &named, checked_at).await?;
+        if doomed.is_empty() {
+            break;
+        }
+        if rounds == RECHECKS {
+            return Err(RemoteError::GcRace {
+                remote: remote.url().to_string(),
+                units: doomed.len(),
+                rounds,
+            });
+        }
+        rounds += 1;
+        tracing::info!(
+            "{} units this push relies on were tombstoned by a remote gc; uploading their objects again",
+            doomed.len()
+        );
+        let doomed_packs = crate::collect::pack_ids(&doomed);
+        let again: Vec<Id> = infos
+            .keys()
+            .copied()
+            .filter(|id| match known.get(id).or_else(|| new_locations.get(id)) {
+                Some(Location::Pack(p)) => doomed_packs.contains(p),
+                Some(Location::Standalone) => doomed.contains(&Unit::Blob(*id)),
+                None => false,
+            })
+            .collect();
+        let gone: Vec<(Id, Location)> = again
+            .iter()
+            .filter_map(|id| {
+                known
+                    .remove(id)
+                    .or_else(|| new_locations.remove(id))
+                    .map(|l| (*id, l))
+            })
+            .collect();
+        ledger.forget(gone).await?;
+        let objs = {
+            let (s, again, infos) = (session.clone(), again.clone(), infos.clone());
+            tokio::task::spawn_blocking(move || objects_again(&s, &again, &infos))
+                .await
+                .expect("join")?
+        };
+        let more = upload(
+            &session,
+            remote,
+            &ledger,
+            objs,
+            true,
+            progress,
+            &mut summary,
+        )
+        .await?;
+        new_locations.extend(more);
+    }
+
+    // Records last: a reader never sees a key whose objects are not all there.
+    for (rec, ids) in records.into_iter().zip(closure_of) {
+        let mut packs = BTreeSet::new();
+        let mut blobs = BTreeSet::new();
+        for id in ids {
+            match known.get(&id).or_else(|| new_locations.get(&id)) {
+                Some(Location::Pack(p)) => {
+                    packs.insert(*p);
+                }
+                Some(Location::Standalone) => {
+                    blobs.insert(id);
+                }
+                None => {
+                    return Err(RemoteError::Missing {
+                        remote: remote.url().to_string(),
+                        key: rec.key.to_string(),
+                        object: id.to_string(),
+                    });
+                }
+            }
+        }
+        let key = rec.key.clone();
+        let rr = RemoteRecord {
+            format: RECORD_FORMAT,
+            record: rec,
+            packs: packs.into_iter().collect(),
+            blobs: blobs.into_iter().collect(),
+        };
+        let body = serde_json::to_vec_pretty(&rr).expect("records serialize");
+        remote
+            .put(&remote.key_path(&key), Bytes::from(body))
+            .await?;
+        summary.keys.push(key.to_string());
+    }
+    drop(session);
+    summary.requests = remote.counts();
+    summary.seconds = start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Uploads `objects`: trees and small blobs in packs (built on a blocking thread, up to
+/// [`PACKS_IN_FLIGHT`] at once), large blobs on their own; records each landed one in the
+/// ledger. With `salt`, every pack gets a few random bytes, so it never has the name of a pack
+/// a remote gc tombstoned.
+async fn upload(
+    session: &ReadSession,
+    remote: &Remote,
+    ledger: &Ledger,
+    objects: Vec<Obj>,
+    salt: bool,
+    progress: &dyn Progress,
+    summary: &mut PushSummary,
+) -> Result<HashMap<Id, Location>> {
+    let (packed, large): (Vec<Obj>, Vec<Obj>) = objects
         .into_iter()
         .partition(|o| o.kind == ObjectKind::Tree || o.size <= PACKED_MAX);
-    progress.start("pushing", (packed.len() + large.len()) as u64);
-
     // Packs: built on a blocking thread, uploaded concurrently.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<SealedPack>>(1);
     let builder_session = session.clone();
-    let builder = tokio::task::spawn_blocking(move || build_packs(&builder_session, packed, &tx));
+    let builder =
+        tokio::task::spawn_blocking(move || build_packs(&builder_session, packed, salt, &tx));
     let mut uploads = FuturesUnordered::new();
     // Each landed pack is recorded in the ledger as it lands (so a push killed later re-sends
     // only the rest), by a task of its own that runs at once: the loop below only polls.
@@ -186,7 +345,7 @@ pub async fn push(
     let large_results = futures::stream::iter(
         large
             .into_iter()
-            .map(|o| upload_large(&session, remote, o.id, o.size)),
+            .map(|o| upload_large(session, remote, o.id, o.size)),
     )
     .buffer_unordered(remote.options().concurrency.clamp(1, 4))
     .collect::<Vec<_>>()
@@ -200,46 +359,36 @@ pub async fn push(
         progress.advance(1);
         new_locations.insert(id, Location::Standalone);
     }
-    progress.finish();
+    Ok(new_locations)
+}
 
-    // Records last: a reader never sees a key whose objects are not all there.
-    for (rec, ids) in records.into_iter().zip(closure_of) {
-        let mut packs = BTreeSet::new();
-        let mut blobs = BTreeSet::new();
-        for id in ids {
-            match known.get(&id).or_else(|| new_locations.get(&id)) {
-                Some(Location::Pack(p)) => {
-                    packs.insert(*p);
-                }
-                Some(Location::Standalone) => {
-                    blobs.insert(id);
-                }
-                None => {
-                    return Err(RemoteError::Missing {
-                        remote: remote.url().to_string(),
-                        key: rec.key.to_string(),
-                        object: id.to_string(),
-                    });
-                }
-            }
-        }
-        let key = rec.key.clone();
-        let rr = RemoteRecord {
-            format: RECORD_FORMAT,
-            record: rec,
-            packs: packs.into_iter().collect(),
-            blobs: blobs.into_iter().collect(),
-        };
-        let body = serde_json::to_vec_pretty(&rr).expect("records serialize");
-        remote
-            .put(&remote.key_path(&key), Bytes::from(body))
-            .await?;
-        summary.keys.push(key.to_string());
+/// The objects `ids` again (trees encoded), to upload a second time.
+fn objects_again(
+    session: &ReadSession,
+    ids: &[Id],
+    infos: &HashMap<Id, (ObjectKind, u64)>,
+) -> Result<Vec<Obj>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (kind, size) = infos[id];
+        let tree =
+            match kind {
+                ObjectKind::Tree => Some(session.tree(id)?.encode().map_err(|e| {
+                    cairn_store::Error::CorruptTree {
+                        id: *id,
+                        reason: e.to_string(),
+                    }
+                })?),
+                ObjectKind::Blob => None,
+            };
+        out.push(Obj {
+            id: *id,
+            kind,
+            size,
+            tree,
+        });
     }
-    drop(session);
-    summary.requests = remote.counts();
-    summary.seconds = start.elapsed().as_secs_f64();
-    Ok(summary)
+    Ok(out)
 }
 
 /// The records of `keys` and the objects their closures reach (each once, trees encoded),
@@ -291,13 +440,35 @@ fn closures(
     Ok((records, objects, closure_of))
 }
 
-/// Fills packs with `objects` in their stored form and sends each when sealed.
+/// Fills packs with `objects` in their stored form and sends each when sealed; with `salt`,
+/// each pack starts with a small blob of bytes unique to this process and moment.
 fn build_packs(
     session: &ReadSession,
     objects: Vec<Obj>,
+    salt: bool,
     tx: &tokio::sync::mpsc::Sender<Result<SealedPack>>,
 ) -> Result<()> {
-    let mut b = PackBuilder::new();
+    let mut serial = 0u64;
+    let new_pack = |serial: &mut u64| {
+        let mut b = PackBuilder::new();
+        if salt {
+            *serial += 1;
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let bytes = format!("cairn-salt {} {nanos} {serial}", std::process::id());
+            b.add(
+                Id::of(bytes.as_bytes()),
+                ObjectKind::Blob,
+                Encoding::Raw,
+                bytes.as_bytes(),
+                bytes.len() as u64,
+            );
+        }
+        b
+    };
+    let mut b = new_pack(&mut serial);
+    let mut added = 0usize;
     // Trees first, so a puller finds them together at the start of the first packs.
     let mut objects = objects;
     objects.sort_by_key(|o| (o.kind != ObjectKind::Tree, o.id));
@@ -324,14 +495,16 @@ fn build_packs(
             }
         };
         b.add(o.id, o.kind, encoding, &stored, o.size);
+        added += 1;
         if b.len() >= PACK_TARGET {
-            let sealed = std::mem::take(&mut b).finish();
+            added = 0;
+            let sealed = std::mem::replace(&mut b, new_pack(&mut serial)).finish();
             if tx.blocking_send(Ok(sealed)).is_err() {
                 return Ok(()); // the uploader failed; its error is reported there
             }
         }
     }
-    if !b.is_empty() {
+    if added > 0 {
         let _ = tx.blocking_send(Ok(b.finish()));
     }
     Ok(())

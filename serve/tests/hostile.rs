@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{Server, code_of, digest, h, keys, send};
+use common::{Server, code_of, digest, h, keys, pins, send};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::json;
 
@@ -101,6 +101,7 @@ async fn hostile_requests_change_nothing() {
     .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let before = keys(&store);
+    let pins_before = pins(&store);
 
     // 1. Names with `..`, `%2e%2e`, absolute paths, and a path outside /v2.
     for path in [
@@ -265,18 +266,23 @@ async fn hostile_requests_change_nothing() {
     );
     assert!(line.contains(" 431 ") || line.is_empty(), "{line}");
 
-    // Nothing was bound but the pins of the blobs pushed to mine/app.
+    // Nothing was bound; only the blobs pushed to mine/app are pinned.
     let after: Vec<String> = keys(&store)
         .into_iter()
         .filter(|k| !before.contains(k))
         .collect();
+    assert!(after.is_empty(), "{after:?}");
+    let pinned: Vec<String> = pins(&store)
+        .into_iter()
+        .filter(|p| !pins_before.contains(p))
+        .collect();
     assert!(
-        after
+        pinned
             .iter()
             .all(|k| k.starts_with("_cairn-serve/pin/mine/app/")),
-        "{after:?}"
+        "{pinned:?}"
     );
-    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(pinned.len(), 2, "{pinned:?}");
     s.verify_clean();
     s.stop().await;
 }
@@ -375,7 +381,8 @@ async fn slowloris_cannot_hold_the_server_and_200_uploads_run_at_once() {
         .await;
         assert_eq!(r.status(), StatusCode::OK);
     }
-    assert_eq!(keys(&store).len(), 200);
+    // Each pushed blob is pinned (a store pin, not a key).
+    assert_eq!(pins(&store).len(), 200);
     s.verify_clean();
     s.stop().await;
 }
@@ -415,14 +422,25 @@ async fn upload_caps_and_expiry() {
     // Abandoned uploads expire (swept every second here), freeing their slots.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(post().await.status(), StatusCode::ACCEPTED);
-    // A pushed blob is pinned, then its pin expires after the grace period.
+    // A pushed blob is pinned (a store pin, not a key), then its pin expires after the grace
+    // period, and gc then collects the blob and deletes the expired pin.
     assert_eq!(push(&c, &s, "mine/x", b"pinned").await, StatusCode::CREATED);
+    assert!(keys(&store).is_empty(), "{:?}", keys(&store));
     assert_eq!(
-        keys(&store),
+        pins(&store),
         vec![format!("_cairn-serve/pin/mine/x/{}", digest(b"pinned"))]
     );
+    let opened = cairn_store::Store::open(&store, cairn_store::StoreOptions::default()).unwrap();
+    let blob = cairn_store::Id::of(b"pinned");
+    let present = |s: &cairn_store::Store| s.read().unwrap().has_blobs(&[blob]).unwrap().len();
+    opened.gc(&cairn_store::GcOptions::default()).unwrap();
+    assert_eq!(present(&opened), 1, "gc collected a pinned blob");
+    assert_eq!(pins(&store).len(), 1);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(keys(&store).is_empty(), "{:?}", keys(&store));
+    assert!(pins(&store).is_empty(), "{:?}", pins(&store));
+    let collected = opened.gc(&cairn_store::GcOptions::default()).unwrap();
+    assert_eq!(collected.pins_expired, 1, "{collected:?}");
+    assert_eq!(present(&opened), 0, "gc kept a blob whose pin expired");
     s.verify_clean();
     s.stop().await;
 }

@@ -39,6 +39,8 @@ mod key;
 pub mod lock;
 mod materialize;
 pub mod packs;
+mod pins;
+pub mod policy;
 mod progress;
 mod put;
 mod records;
@@ -49,13 +51,14 @@ mod store;
 pub mod stream;
 mod transfer;
 pub mod tree;
+mod usage;
 mod verify;
 pub mod walk;
 
 pub use archive::{TarOptions, TarTree};
 pub use error::{Error, Result};
 pub use export::ArchiveFormat;
-pub use gc::GcReport;
+pub use gc::{GcOptions, GcReport, StoreSize};
 pub use id::{ID_PREFIX, Id, IdParseError};
 pub use index::LAYOUT_VERSION;
 pub use ingest::{IngestOptions, Totals};
@@ -64,6 +67,7 @@ pub use key::{
     MAX_ATTACHMENT_NAME_LEN, MAX_KEY_LEN, Root,
 };
 pub use materialize::{MaterializeStats, check_dest_dir};
+pub use pins::{Pin, PinTarget, TEMP_PIN_PREFIX, TEMP_PIN_TTL, TempPin};
 pub use progress::{NoProgress, Progress};
 pub use session::{ImportSession, ReadSession, StagedBlob};
 pub use sign::{PublicKey, SecretKey, SignError, Signature};
@@ -72,5 +76,6 @@ pub use store::{
 };
 pub use transfer::{Derive, Import};
 pub use tree::{Entry, EntryKind, Meta, Tree};
+pub use usage::USAGE_RESOLUTION;
 pub use verify::{Fault, Problem, VerifyReport};
 pub use walk::Closure;

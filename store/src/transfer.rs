@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{Writer, decode_tree};
 use crate::key::{KeyRecord, Root};
+use crate::pins::{Pin, PinTarget};
 use crate::session::StagedBlob;
 use crate::store::Store;
 use crate::tree::MAX_DEPTH;
@@ -26,6 +27,9 @@ pub struct Import {
     pub derived: Vec<Derive>,
     /// A record to bind once everything its roots reach is present.
     pub bind: Option<KeyRecord>,
+    /// Pins to write (see [`crate::Pin`]); a root target's closure must be present once the
+    /// import's rows are in.
+    pub pins: Vec<Pin>,
 }
 
 /// A tree derived from a blob by some caller-defined process (say, the files an archive blob
@@ -45,6 +49,12 @@ pub struct Derive {
 }
 
 impl Import {
+    /// Writes `pin` in the same transaction as the import's objects.
+    pub fn pin(&mut self, pin: Pin) -> &mut Self {
+        self.pins.push(pin);
+        self
+    }
+
     /// Records `name` as another name of blob `blob` (say, a different hash of the same
     /// content); dropped with the blob.
     pub fn alias(&mut self, name: impl Into<String>, blob: Id) -> &mut Self {
@@ -80,6 +90,7 @@ impl Store {
             aliases,
             derived,
             bind,
+            pins,
         } = import;
         let mut checked = Vec::with_capacity(trees.len());
         for (id, bytes) in trees {
@@ -90,7 +101,7 @@ impl Store {
         // A record that will not bind must leave no trace, not even unindexed blob files: check
         // it against what the commit would see before anything is renamed into place.
         self.index.dry_run(|w| {
-            record_rows(w, staged.iter(), &checked, &aliases, &derived)?;
+            record_rows(w, staged.iter(), &checked, &aliases, &derived, &pins)?;
             match &bind {
                 Some(rec) => check_record(w, rec),
                 None => Ok(()),
@@ -110,7 +121,7 @@ impl Store {
             self.blobs.sync().map_err(Error::io(self.blobs.root()))?;
         }
         self.index.write(|w| {
-            record_rows(w, stored.iter(), &checked, &aliases, &derived)?;
+            record_rows(w, stored.iter(), &checked, &aliases, &derived, &pins)?;
             let Some(rec) = bind else {
                 return Ok(None);
             };
@@ -128,6 +139,7 @@ fn record_rows<'a>(
     trees: &[(Id, Vec<u8>)],
     aliases: &[(String, Id)],
     derived: &[Derive],
+    pins: &[Pin],
 ) -> Result<()> {
     for s in blobs {
         w.record_blob(s)?;
@@ -147,6 +159,12 @@ fn record_rows<'a>(
         }
         check_closure(w, &Root::Tree { id: d.tree })?;
         w.put_derived(&d.namespace, &d.source, &d.tree, &d.payload)?;
+    }
+    for pin in pins {
+        if let PinTarget::Root(root) = &pin.target {
+            check_closure(w, root)?;
+        }
+        w.put_pin(pin)?;
     }
     Ok(())
 }
@@ -205,7 +223,7 @@ fn tree_closure(w: &Writer, id: Id) -> Result<Closure> {
 }
 
 /// Fails with the first object `root` reaches that `w`'s view lacks.
-fn check_closure(w: &Writer, root: &Root) -> Result<()> {
+pub(crate) fn check_closure(w: &Writer, root: &Root) -> Result<()> {
     match root {
         Root::File { id, .. } => match w.has_blob(id)? {
             true => Ok(()),

@@ -167,7 +167,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes a tag, or a manifest by digest and every tag naming it. Returns the keys removed
     /// (empty: nothing matched).
     fn delete_manifest(&self, repo: &Repo, reference: &Reference) -> Result<Vec<String>>;
-    /// Removes pins older than `grace`; returns how many.
+    /// Called by the sweeper with the pin grace period: pins made from now on last that long
+    /// (they expire by themselves); returns how many pins it removed.
     fn expire_pins(&self, grace: Duration) -> Result<usize>;
     /// The folder uploads are written to (on the store's filesystem).
     fn uploads_dir(&self) -> PathBuf;

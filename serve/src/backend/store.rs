@@ -2,10 +2,10 @@
 //!
 //! - A repository's content is what its image keys' layout trees hold (`repo:tag`,
 //!   `repo@digest`, see [`crate::names`]) plus its pins: blobs pushed to it that no image
-//!   references yet, each bound to a key `_cairn-serve/pin/<repo>/<digest>` whose root is the
-//!   blob. A pin keeps the blob through `gc` (which keeps whatever a key reaches) and is
-//!   removed once older than the grace period ([`Backend::expire_pins`]); by then the image
-//!   that needs the blob has bound it, or it was abandoned.
+//!   references yet, each held by a store pin (a temporary root, [`cairn_store::Pin`]) named
+//!   `_cairn-serve/pin/<repo>/<digest>` on the blob. A pin keeps the blob through `gc` and
+//!   expires after the grace period; by then the image that needs the blob has bound it, or it
+//!   was abandoned, and the next `gc` deletes the pin.
 //! - Each blob's sha256 is recorded as an alias of its blob (the store's `aliases`), in the
 //!   transaction that records the blob.
 //! - Every store call that opens the index runs under one in-process gate: the index is opened
@@ -22,7 +22,7 @@ use bytes::Bytes;
 use cairn_oci::{Alg, OciDigest};
 use cairn_store::blobs::{Encoding, SMALL_BLOB_MAX};
 use cairn_store::{
-    Id, Import, ImportSession, Key, KeyRecord, ReadSession, Root, StagedBlob, Store,
+    Id, Import, ImportSession, Key, KeyRecord, Pin, PinTarget, ReadSession, Root, StagedBlob, Store,
 };
 use sha2::Digest as _;
 
@@ -36,8 +36,6 @@ use crate::names::{self, Reference, Repo};
 
 /// Label on keys bound by a manifest push (`cairn.oci.source`'s value).
 pub const SOURCE_REGISTRY: &str = "registry";
-/// Label marking a pin key.
-pub const LABEL_PIN: &str = "cairn.serve.pin";
 /// Layout trees kept parsed in memory (they are content-addressed, so never stale).
 const LAYOUT_CACHE_ENTRIES: usize = 4096;
 /// Bytes of verified manifests kept in memory.
@@ -67,6 +65,9 @@ pub struct StoreBackendOptions {
     )>,
     /// Transfer settings for remotes.
     pub transfer: cairn_remote::TransferOptions,
+    /// How long a pushed blob stays pinned (see the module docs); `None`: the default,
+    /// [`crate::config::DEFAULT_PIN_GRACE`].
+    pub pin_grace: Option<Duration>,
 }
 
 /// A bounded map that forgets everything when full (simple, and its hit rate is all that
@@ -112,7 +113,12 @@ const VERIFIED_ENTRIES: usize = 65536;
 struct KeyCache {
     records: HashMap<String, (std::time::Instant, Option<KeyRecord>)>,
     prefixes: HashMap<String, (std::time::Instant, Arc<Vec<KeyRecord>>)>,
+    /// Live pins by name prefix, with each pinned blob's (size, id).
+    pins: HashMap<String, (std::time::Instant, Arc<Vec<PinnedBlob>>)>,
 }
+
+/// A pin of this server's on a blob: its name, and the blob's size and id.
+type PinnedBlob = (Key, u64, Id);
 
 /// The backend over a local store.
 pub struct StoreBackend {
@@ -125,6 +131,8 @@ pub struct StoreBackend {
     team: TeamCache,
     fallback: Option<super::team::Fallback>,
     uploads: PathBuf,
+    /// Seconds a new pin lasts (the sweeper's grace, once it has run).
+    pin_grace: std::sync::atomic::AtomicU64,
 }
 
 /// Everything a repository holds, read once for a push.
@@ -177,6 +185,11 @@ impl StoreBackend {
             team,
             fallback,
             uploads,
+            pin_grace: opts
+                .pin_grace
+                .unwrap_or(crate::config::DEFAULT_PIN_GRACE)
+                .as_secs()
+                .into(),
         })
     }
 
@@ -258,6 +271,34 @@ impl StoreBackend {
         Ok(r)
     }
 
+    /// The live pins whose names start with `prefix` (cached for [`KEY_CACHE_TTL`]), each with
+    /// its blob's size and id.
+    fn pins_under(&self, prefix: &str) -> Result<Arc<Vec<PinnedBlob>>> {
+        if let Some((at, r)) = self.keys.lock().expect("key cache").pins.get(prefix)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(r.clone());
+        }
+        let at = std::time::Instant::now();
+        let r = Arc::new(self.reading(|s| {
+            let mut out = Vec::new();
+            for pin in s.pins(prefix)? {
+                if let PinTarget::Root(root @ Root::File { id, .. }) = pin.target
+                    && let Some((_, size)) = s.closure(&[root])?.blobs.first().copied()
+                {
+                    out.push((pin.name, size, id));
+                }
+            }
+            Ok(out)
+        })?);
+        let mut c = self.keys.lock().expect("key cache");
+        if c.pins.len() >= KEY_CACHE_ENTRIES {
+            c.pins.clear();
+        }
+        c.pins.insert(prefix.to_string(), (at, r.clone()));
+        Ok(r)
+    }
+
     /// Forgets every cached key lookup: after this server bound or removed a key.
     fn keys_changed(&self) {
         *self.keys.lock().expect("key cache") = KeyCache::default();
@@ -320,12 +361,12 @@ impl StoreBackend {
 
     /// The pinned blob `digest` of `repo`: (size, id).
     fn pinned(&self, repo: &Repo, digest: &OciDigest) -> Result<Option<(u64, Id)>> {
+        let name = names::pin_key(repo, digest);
         Ok(self
-            .record(&names::pin_key(repo, digest))?
-            .and_then(|r| match r.root {
-                Root::File { id, .. } => Some((r.size, id)),
-                Root::Tree { .. } => None,
-            }))
+            .pins_under(name.as_str())?
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, size, id)| (*size, *id)))
     }
 
     /// Blob `digest` of `repo`: pinned, or in one of its images.
@@ -350,12 +391,11 @@ impl StoreBackend {
                 .extend(l.blobs.iter().map(|(d, v)| (d.clone(), *v)));
         }
         let prefix = format!("{}{repo}/", names::PIN_PREFIX);
-        for rec in self.keys_under(&prefix)?.iter() {
-            if let (Some((r, d)), Root::File { id, .. }) =
-                (names::parse_pin_key(rec.key.as_str()), rec.root)
+        for (name, size, id) in self.pins_under(&prefix)?.iter() {
+            if let Some((r, d)) = names::parse_pin_key(name.as_str())
                 && r == *repo
             {
-                view.blobs.insert(d, (rec.size, id));
+                view.blobs.insert(d, (*size, *id));
             }
         }
         Ok(view)
@@ -484,41 +524,28 @@ impl StoreBackend {
         Ok(())
     }
 
-    fn pin_record(&self, repo: &Repo, digest: &OciDigest, id: Id, size: u64) -> KeyRecord {
-        let mut labels = BTreeMap::new();
-        labels.insert(LABEL_PIN.to_string(), "1".to_string());
-        KeyRecord {
-            key: names::pin_key(repo, digest),
-            root: Root::File {
-                id,
-                executable: false,
-            },
-            created: now(),
-            size,
-            files: 1,
-            labels,
-            attachments: BTreeMap::new(),
-            signatures: Vec::new(),
-        }
-    }
-
     /// Binds a pin of `digest` (blob `id`, already in the store or in `blobs`) in `repo`.
     fn bind_pin(
         &self,
         repo: &Repo,
         digest: &OciDigest,
         id: Id,
-        size: u64,
         blobs: Vec<StagedBlob>,
         session: &ImportSession,
     ) -> Result<()> {
-        let rec = self.pin_record(repo, digest, id, size);
+        let grace = self.pin_grace.load(std::sync::atomic::Ordering::Relaxed);
         let mut import = Import {
             blobs,
-            bind: Some(rec),
             ..Import::default()
         };
-        import.alias(digest.to_string(), id);
+        import.alias(digest.to_string(), id).pin(Pin::new(
+            names::pin_key(repo, digest),
+            PinTarget::Root(Root::File {
+                id,
+                executable: false,
+            }),
+            Duration::from_secs(grace.max(1)),
+        ));
         let r = self.indexed(|_| session.commit(import));
         self.keys_changed();
         r?;
@@ -678,7 +705,7 @@ impl Backend for StoreBackend {
                 blobs.push(staged);
             }
         }
-        self.bind_pin(repo, &upload.digest, id, upload.size, blobs, &session)?;
+        self.bind_pin(repo, &upload.digest, id, blobs, &session)?;
         // The content was hashed as it arrived and the store wrote exactly it: its file counts
         // as checked whole.
         if let Some(stamp) = self.stamp(&id) {
@@ -690,10 +717,10 @@ impl Backend for StoreBackend {
     fn mount(&self, repo: &Repo, from: &Repo, digest: &OciDigest) -> Result<bool> {
         let session = self.session()?;
         self.keys_changed();
-        let Some((size, id)) = self.find(from, digest)? else {
+        let Some((_, id)) = self.find(from, digest)? else {
             return Ok(false);
         };
-        self.bind_pin(repo, digest, id, size, Vec::new(), &session)?;
+        self.bind_pin(repo, digest, id, Vec::new(), &session)?;
         Ok(true)
     }
 
@@ -838,24 +865,11 @@ impl Backend for StoreBackend {
     }
 
     fn expire_pins(&self, grace: Duration) -> Result<usize> {
-        let cutoff = now().saturating_sub(grace.as_secs());
-        let old: Vec<Key> = self
-            .indexed(|s| s.keys(names::PIN_PREFIX))?
-            .into_iter()
-            .filter(|r| r.created < cutoff || grace.is_zero())
-            .map(|r| r.key)
-            .collect();
-        let mut n = 0;
-        for k in old {
-            let r = self.indexed(|s| s.remove_key(&k));
-            self.keys_changed();
-            match r {
-                Ok(_) => n += 1,
-                Err(cairn_store::Error::UnknownKey(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(n)
+        // Pins expire by themselves (and `gc` deletes expired ones): only the lifetime of new
+        // pins follows the sweeper's grace.
+        self.pin_grace
+            .store(grace.as_secs(), std::sync::atomic::Ordering::Relaxed);
+        Ok(0)
     }
 
     fn uploads_dir(&self) -> PathBuf {

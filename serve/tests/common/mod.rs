@@ -55,9 +55,13 @@ impl Server {
             tokens: tokens_path,
             limits,
         };
+        let opts = StoreBackendOptions {
+            pin_grace: Some(cfg.limits.pin_grace),
+            ..StoreBackendOptions::default()
+        };
         let backend = tokio::task::spawn_blocking({
             let h = tokio::runtime::Handle::current();
-            move || StoreBackend::new(store, StoreBackendOptions::default(), h).unwrap()
+            move || StoreBackend::new(store, opts, h).unwrap()
         })
         .await
         .unwrap();
@@ -134,6 +138,19 @@ pub fn h<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
         .get(name)
         .map(|v| v.to_str().unwrap())
         .unwrap_or("")
+}
+
+/// The names of the store's live pins, in order.
+pub fn pins(store_dir: &std::path::Path) -> Vec<String> {
+    let store = Store::open(store_dir, StoreOptions::default()).unwrap();
+    store
+        .read()
+        .unwrap()
+        .pins("")
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name.to_string())
+        .collect()
 }
 
 /// The keys of the store, in order.

@@ -4,13 +4,14 @@
 use redb::{ReadTransaction, ReadableTable, TableError};
 
 use super::tables::{
-    ALIASES, BLOBS, DERIVED, DerivedKey, DerivedValue, KEY_LOG, KEYS, PACKED, TREES,
+    ALIASES, BLOBS, DERIVED, DerivedKey, DerivedValue, KEY_LOG, KEYS, PACKED, PINS, TREES, USAGE,
 };
 use crate::blobs::{Encoding, Placement};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::key::{KeyRecord, LogEntry};
 use crate::packs::{PackId, PackSlot};
+use crate::pins::Pin;
 use crate::tree::Tree;
 
 type Ro<K, V> = redb::ReadOnlyTable<K, V>;
@@ -41,6 +42,8 @@ pub(crate) struct Reader {
     packed: Option<Ro<Id32, (u128, u64)>>,
     derived: Option<Ro<DerivedKey, DerivedValue>>,
     aliases: Option<Ro<&'static str, Id32>>,
+    usage: Option<Ro<&'static str, u64>>,
+    pins: Option<Ro<&'static str, &'static [u8]>>,
 }
 
 /// Opens a table that an older layout may lack (`None` then).
@@ -68,6 +71,14 @@ pub(crate) fn decode_record(key: &str, bytes: &[u8]) -> Result<KeyRecord> {
         });
     }
     Ok(rec)
+}
+
+/// Decodes a pin's JSON; an unreadable one is [`Error::CorruptRecord`] naming the pin.
+pub(crate) fn decode_pin(name: &str, bytes: &[u8]) -> Result<Pin> {
+    serde_json::from_slice(bytes).map_err(|e| Error::CorruptRecord {
+        key: format!("pin {name}"),
+        reason: e.to_string(),
+    })
 }
 
 /// Decodes tree bytes from the index after checking they hash to `id`.
@@ -102,7 +113,8 @@ pub(crate) fn placement_of(
 }
 
 /// The reads both [`Reader`] and [`super::Writer`] offer, written once over their table fields
-/// (`keys`, `key_log`, `blobs`, `trees`, and the optional `packed`, `derived`, `aliases`), which
+/// (`keys`, `key_log`, `blobs`, `trees`, and the optional `packed`, `derived`, `aliases`,
+/// `usage`, `pins`), which
 /// are read-only tables in one and writable tables of the same types in the other.
 macro_rules! read_methods {
     ($(#[$attr:meta])*) => {
@@ -293,6 +305,59 @@ macro_rules! read_methods {
             Ok(self.has_blob(&id)?.then_some(id))
         }
 
+        /// When `key` was last read, if that was ever recorded.
+        $(#[$attr])*
+        pub(crate) fn last_used(&self, key: &str) -> Result<Option<u64>> {
+            let Some(t) = &self.usage else {
+                return Ok(None);
+            };
+            Ok(t.get(key)?.map(|v| v.value()))
+        }
+
+        /// Every recorded last use of a key starting with `prefix`: (key, time).
+        $(#[$attr])*
+        pub(crate) fn usage_under(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+            let Some(t) = &self.usage else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for item in t.range(prefix..)? {
+                let (k, v) = item?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                out.push((k.value().to_string(), v.value()));
+            }
+            Ok(out)
+        }
+
+        /// The pin called `name`, expired or not (gc's writer reads it; readers list pins).
+        $(#[$attr])*
+        #[allow(dead_code)]
+        pub(crate) fn pin(&self, name: &str) -> Result<Option<Pin>> {
+            let Some(t) = &self.pins else {
+                return Ok(None);
+            };
+            t.get(name)?.map(|v| decode_pin(name, v.value())).transpose()
+        }
+
+        /// Every pin whose name starts with `prefix`, expired or not, in name order.
+        $(#[$attr])*
+        pub(crate) fn pins_under(&self, prefix: &str) -> Result<Vec<Pin>> {
+            let Some(t) = &self.pins else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for item in t.range(prefix..)? {
+                let (k, v) = item?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                out.push(decode_pin(k.value(), v.value())?);
+            }
+            Ok(out)
+        }
+
         /// Every alias as (name, blob).
         $(#[$attr])*
         pub(crate) fn all_aliases(&self) -> Result<Vec<(String, Id)>> {
@@ -320,6 +385,8 @@ impl Reader {
             packed: optional(txn, PACKED)?,
             derived: optional(txn, DERIVED)?,
             aliases: optional(txn, ALIASES)?,
+            usage: optional(txn, USAGE)?,
+            pins: optional(txn, PINS)?,
         })
     }
 

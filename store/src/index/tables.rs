@@ -25,11 +25,17 @@ pub(super) type DerivedValue = (&'static [u8; 32], &'static [u8]);
 /// Alias (an external name of some content, such as another hash of it) → blob id; dropped
 /// with its blob.
 pub(super) const ALIASES: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("aliases");
+/// Key name → when it was last read (`get`, `cat`, `export`, `oci extract`, served), seconds
+/// since the epoch; written at most once per key per [`crate::USAGE_RESOLUTION`].
+pub(super) const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
+/// Pin name → JSON [`crate::Pin`]: a root (or a key) gc keeps and eviction skips until the pin
+/// expires (temporary roots).
+pub(super) const PINS: TableDefinition<&str, &[u8]> = TableDefinition::new("pins");
 /// Store-wide settings, such as the layout version.
 pub(super) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// Names of every table of the current layout; an upgrade drops any other table (a cache or
 /// index an older layout kept, which the new one rebuilds on demand).
-pub(super) const ALL: [&str; 8] = [
-    "keys", "key_log", "blobs", "trees", "packed", "derived", "aliases", "meta",
+pub(super) const ALL: [&str; 10] = [
+    "keys", "key_log", "blobs", "trees", "packed", "derived", "aliases", "usage", "pins", "meta",
 ];

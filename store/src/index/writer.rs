@@ -2,14 +2,17 @@
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::reader::{BlobRow, DerivedRow, decode_record, decode_tree, placement_of, read_methods};
+use super::reader::{
+    BlobRow, DerivedRow, decode_pin, decode_record, decode_tree, placement_of, read_methods,
+};
 use super::tables::{
-    ALIASES, BLOBS, DERIVED, DerivedKey, DerivedValue, KEY_LOG, KEYS, PACKED, TREES,
+    ALIASES, BLOBS, DERIVED, DerivedKey, DerivedValue, KEY_LOG, KEYS, PACKED, PINS, TREES, USAGE,
 };
 use crate::blobs::{Placement, StoredBlob};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::key::{Key, KeyRecord, LogAction, LogEntry};
+use crate::pins::Pin;
 use crate::tree::Tree;
 
 type Id32 = &'static [u8; 32];
@@ -26,6 +29,8 @@ pub(crate) struct Writer<'t> {
     packed: Option<Table<'t, Id32, (u128, u64)>>,
     derived: Option<Table<'t, DerivedKey, DerivedValue>>,
     aliases: Option<Table<'t, &'static str, Id32>>,
+    usage: Option<Table<'t, &'static str, u64>>,
+    pins: Option<Table<'t, &'static str, &'static [u8]>>,
 }
 
 impl<'t> Writer<'t> {
@@ -39,6 +44,8 @@ impl<'t> Writer<'t> {
             packed: Some(txn.open_table(PACKED)?),
             derived: Some(txn.open_table(DERIVED)?),
             aliases: Some(txn.open_table(ALIASES)?),
+            usage: Some(txn.open_table(USAGE)?),
+            pins: Some(txn.open_table(PINS)?),
         })
     }
 
@@ -119,6 +126,10 @@ impl<'t> Writer<'t> {
             Some(v) => decode_record(key.as_str(), v.value()),
             None => return Ok(None),
         };
+        self.usage
+            .as_mut()
+            .expect("opened by Writer::new")
+            .remove(key.as_str())?;
         self.append_log(
             key,
             LogEntry {
@@ -129,6 +140,36 @@ impl<'t> Writer<'t> {
             },
         )?;
         Ok(Some(old))
+    }
+
+    /// Records that `key` was read at `time`.
+    pub(crate) fn set_used(&mut self, key: &str, time: u64) -> Result<()> {
+        self.usage
+            .as_mut()
+            .expect("opened by Writer::new")
+            .insert(key, time)?;
+        Ok(())
+    }
+
+    /// Writes `pin` (replacing a pin of the same name).
+    pub(crate) fn put_pin(&mut self, pin: &Pin) -> Result<()> {
+        let json = serde_json::to_vec(pin).expect("pins serialize");
+        self.pins
+            .as_mut()
+            .expect("opened by Writer::new")
+            .insert(pin.name.as_str(), json.as_slice())?;
+        Ok(())
+    }
+
+    /// Deletes the pin called `name`; returns it if there was one (`Err` inside for a pin
+    /// that could not be read, deleted all the same).
+    pub(crate) fn remove_pin(&mut self, name: &str) -> Result<Option<Result<Pin>>> {
+        Ok(self
+            .pins
+            .as_mut()
+            .expect("opened by Writer::new")
+            .remove(name)?
+            .map(|v| decode_pin(name, v.value())))
     }
 
     fn append_log(&mut self, key: &Key, entry: LogEntry) -> Result<()> {

@@ -1,0 +1,757 @@
+//! Cache lifecycle end to end (issue 13): remote gc's two phases, its lease and clock check,
+//! pushes racing it, kill -9 in the middle of it, `rm --remote`, usage tracking and retention
+//! policies. Remote tests run against `file://` and the local moto and Azurite servers (see
+//! `remote.rs` for how they are started); races are made deterministic with the fault proxy's
+//! stalls and SIGSTOP, never with sleeps that a slow machine could outrun. Ages are made with
+//! `faketime` (one cairn process with its clock set ahead) or by waiting whole seconds, since
+//! object stores stamp objects to the second.
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::remote::*;
+use crate::common::{assert_same_tree, s};
+
+macro_rules! on {
+    ($scenario:ident: $($name:ident => $kind:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $scenario(Kind::$kind, stringify!($name));
+            }
+        )+
+    };
+}
+
+/// The units (`pack blake3:…`, `blob blake3:…`) the remote record of `key` names.
+fn record_units(b: &Backend, key: &str) -> BTreeSet<String> {
+    let rec: Value = serde_json::from_slice(
+        &b.read(&format!("keys/{key}.key"))
+            .unwrap_or_else(|| panic!("no record of {key}")),
+    )
+    .unwrap();
+    let mut out = BTreeSet::new();
+    for (field, kind) in [("packs", "pack"), ("blobs", "blob")] {
+        for id in rec[field].as_array().unwrap() {
+            out.insert(format!("{kind} {}", id.as_str().unwrap()));
+        }
+    }
+    out
+}
+
+/// The objects of a unit, relative to the remote's root.
+fn unit_objects(unit: &str) -> Vec<String> {
+    let (kind, id) = unit.split_once(' ').unwrap();
+    let hex = id.strip_prefix("blake3:").unwrap();
+    match kind {
+        "pack" => vec![
+            format!("packs/{}/{hex}.pack", &hex[..2]),
+            format!("packs/{}/{hex}.idx", &hex[..2]),
+        ],
+        _ => vec![format!("blobs/{}/{hex}.zst", &hex[..2])],
+    }
+}
+
+fn set(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn rgc(site: &Site, remote: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["remote", "gc", remote];
+    args.extend_from_slice(extra);
+    site.json(&args)
+}
+
+/// Object stores stamp objects to the second: waiting two makes "older than 1 s" certain.
+fn next_seconds() {
+    std::thread::sleep(Duration::from_millis(2100));
+}
+
+/// `cmd` run with its wall clock moved by `offset` (faketime's `-f` syntax, e.g. `+1h`);
+/// monotonic clocks are left alone.
+fn faked(cmd: Command, offset: &str) -> Command {
+    let mut c = Command::new("faketime");
+    c.args(["-f", offset])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    c
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill {sig}");
+}
+
+fn wait_for_stall(f: &Faults, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    while f.counters()["stalls"].as_u64().unwrap_or(0) < 1 {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            for r in [child.stdout.take(), None].into_iter().flatten() {
+                let mut r = r;
+                std::io::Read::read_to_string(&mut r, &mut out).unwrap();
+            }
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+            }
+            panic!(
+                "{what} ended ({st:?}) before its stalled request: {out} {err}; proxy: {}",
+                f.counters()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{what}: no stalled request after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn finished(child: Child, what: &str) -> Output {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}): {}",
+        out.status,
+        text(&out.stderr)
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two phases.
+
+on!(two_phases:
+    remote_gc_marks_then_sweeps_file => File,
+    remote_gc_marks_then_sweeps_s3 => S3,
+    remote_gc_marks_then_sweeps_azure => Azure,
+);
+
+/// A removed key's packs and standalone blob are tombstoned by one run (only once older than
+/// the grace period; a dry run writes nothing) and deleted by a later one; the kept key's
+/// objects are untouched and it restores in another store.
+fn two_phases(kind: Kind, test: &str) {
+    let Some(b) = Backend::new(kind, test) else {
+        return;
+    };
+    let a = Site::new();
+    let keep = a.env.path("keep");
+    small_files(&keep, "keep", 40, 3);
+    let gone = a.env.path("gone");
+    small_files(&gone, "gone", 40, 3);
+    incompressible_files(&gone, 7, 1, 9 * 1024 * 1024); // a standalone blob
+    a.ok(&["put", "keep/1", s(&keep)]);
+    a.ok(&["put", "gone/1", s(&gone)]);
+    a.add("r", &b, &[]);
+    a.json(&["push", "r", "keep/1"]);
+    a.json(&["push", "r", "gone/1"]);
+    let dead = record_units(&b, "gone/1");
+    let live = record_units(&b, "keep/1");
+    assert!(dead.iter().any(|u| u.starts_with("blob ")), "{dead:?}");
+    assert!(dead.is_disjoint(&live));
+
+    // Nothing unreachable yet.
+    next_seconds();
+    let r = rgc(&a, "r", &["--grace", "1s"]);
+    assert_eq!(set(&r["tombstoned"]), BTreeSet::new(), "{r}");
+
+    a.ok(&["rm", "--remote", "r", "gone/1"]);
+    assert!(b.read("keys/gone/1.key").is_none());
+    next_seconds();
+
+    let r = rgc(&a, "r", &["--dry-run", "--grace", "1s"]);
+    assert_eq!(set(&r["tombstoned"]), dead, "dry run: {r}");
+    assert!(
+        b.list("gc/tombstones").is_empty(),
+        "a dry run wrote tombstones"
+    );
+
+    let r = rgc(&a, "r", &["--grace", "1h"]);
+    assert_eq!(set(&r["tombstoned"]), BTreeSet::new(), "young units: {r}");
+    assert!(r["waiting"].as_u64().unwrap() >= dead.len() as u64, "{r}");
+
+    let r = rgc(&a, "r", &["--grace", "1s"]);
+    assert_eq!(set(&r["tombstoned"]), dead, "mark: {r}");
+    assert_eq!(set(&r["deleted"]), BTreeSet::new(), "mark: {r}");
+    assert_eq!(b.list("gc/tombstones").len(), dead.len());
+    for u in &dead {
+        for o in unit_objects(u) {
+            assert!(b.read(&o).is_some(), "{o} deleted by the mark");
+        }
+    }
+
+    next_seconds();
+    let r = rgc(&a, "r", &["--grace", "1s"]);
+    assert_eq!(set(&r["deleted"]), dead, "sweep: {r}");
+    assert!(r["bytes_freed"].as_u64().unwrap() > 9 * 1024 * 1024, "{r}");
+    assert!(b.list("gc/tombstones").is_empty(), "tombstones left");
+    assert!(b.read("gc/lease").is_none(), "lease left");
+    for u in &dead {
+        for o in unit_objects(u) {
+            assert!(b.read(&o).is_none(), "{o} not deleted");
+        }
+    }
+    for u in &live {
+        for o in unit_objects(u) {
+            assert!(b.read(&o).is_some(), "live {o} deleted");
+        }
+    }
+    a.ok(&["verify", "--remote", "r", "keep/1"]);
+    let c = Site::new();
+    c.add("r", &b, &[]);
+    let out = c.get("keep/1", "out");
+    assert_same_tree(&keep, &out, test);
+
+    let r = rgc(&a, "r", &["--grace", "1s"]);
+    assert!(
+        set(&r["deleted"]).is_empty() && set(&r["tombstoned"]).is_empty(),
+        "a third run found work: {r}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery, and pushes treating tombstoned packs as absent.
+
+on!(recovery:
+    tombstone_named_by_a_record_is_recovered_file => File,
+    tombstone_named_by_a_record_is_recovered_s3 => S3,
+);
+
+/// Tombstones of units a record names (as a mark racing a push can leave) are dropped by the
+/// sweep and the units kept; a push that finds a tombstone uploads that unit's objects again,
+/// into packs of new names.
+fn recovery(kind: Kind, test: &str) {
+    let Some(b) = Backend::new(kind, test) else {
+        return;
+    };
+    let a = Site::new();
+    let src = a.env.path("src");
+    small_files(&src, "rec", 30, 2);
+    a.ok(&["put", "k/1", s(&src)]);
+    a.add("r", &b, &[]);
+    a.json(&["push", "r", "k/1"]);
+    let units = record_units(&b, "k/1");
+    for u in &units {
+        let (kind, id) = u.split_once(' ').unwrap();
+        let hex = id.strip_prefix("blake3:").unwrap();
+        b.write(&format!("gc/tombstones/{kind}s/{hex}"), b"{}");
+    }
+
+    // A push of the same content does not rely on the tombstoned packs.
+    a.ok(&["put", "k/2", s(&src)]);
+    let p = a.json(&["push", "r", "k/2"]);
+    let again = record_units(&b, "k/2");
+    assert!(
+        again.is_disjoint(&units),
+        "k/2 names tombstoned units: {again:?} {units:?}; {p}"
+    );
+
+    next_seconds();
+    let r = rgc(&a, "r", &["--grace", "1s"]);
+    assert_eq!(set(&r["recovered"]), units, "{r}");
+    assert!(set(&r["deleted"]).is_empty(), "{r}");
+    assert!(b.list("gc/tombstones").is_empty());
+    a.ok(&["verify", "--remote", "r", "k/1", "k/2"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A push paused across a whole mark and sweep.
+
+/// The BuildKit/kopia race: a push that relies on old packs (its ledger knows them) and has
+/// uploaded a new pack is paused (SIGSTOP, while the proxy stalls its first pack index) before
+/// it writes its record; meanwhile the old key is removed, a gc marks the old packs (and the
+/// push's pack, older than the 1 s grace), and a second gc deletes them. Resumed, the push
+/// finds what it relied on gone, uploads it again, and its key restores elsewhere.
+#[test]
+fn push_paused_across_mark_and_sweep_keeps_its_key_s3() {
+    let test = "push_paused_across_mark_and_sweep_keeps_its_key_s3";
+    let Some(b) = Backend::new(Kind::S3, test) else {
+        return;
+    };
+    let a = Site::new();
+    let src = a.env.path("src");
+    small_files(&src, "old", 60, 3);
+    a.ok(&["put", "old/1", s(&src)]);
+    a.add("r", &b, &[]);
+    a.json(&["push", "r", "old/1"]);
+    let old = record_units(&b, "old/1");
+    a.ok(&["rm", "--remote", "r", "old/1"]);
+    small_files(&src.join("extra"), "new", 10, 1);
+    a.ok(&["put", "new/1", s(&src)]);
+
+    let faults = Faults::new(&b);
+    faults.set(json!({
+        "methods": ["PUT"],
+        "path_regex": path_regex(&b, r"packs/.*\.idx$"),
+        "stall_first": 1,
+        "stall_seconds": 15.0,
+    }));
+    a.add_via("slow", &b, &b.options_via(&faults.endpoint), &[]);
+    next_seconds();
+    let mut push = a.spawn(&["--json", "push", "slow", "new/1"]);
+    wait_for_stall(&faults, &mut push, "push");
+    signal(&push, "-STOP");
+    assert!(
+        push.try_wait().unwrap().is_none(),
+        "the push ended before it was paused"
+    );
+
+    let g = Site::new();
+    g.add("r", &b, &[]);
+    let r = rgc(&g, "r", &["--grace", "1s"]);
+    let marked = set(&r["tombstoned"]);
+    assert!(old.is_subset(&marked), "mark: {r}");
+    next_seconds();
+    let r = rgc(&g, "r", &["--grace", "1s"]);
+    assert!(old.is_subset(&set(&r["deleted"])), "sweep: {r}");
+    assert!(
+        b.read("keys/new/1.key").is_none(),
+        "the paused push bound its key"
+    );
+
+    signal(&push, "-CONT");
+    let out = finished(push, "the resumed push");
+    drop(faults);
+    let named = record_units(&b, "new/1");
+    assert!(
+        named.is_disjoint(&old),
+        "the record names deleted units: {}",
+        text(&out.stdout)
+    );
+    for u in &named {
+        for o in unit_objects(u) {
+            assert!(b.read(&o).is_some(), "{o} named but absent");
+        }
+    }
+    let c = Site::new();
+    c.add("r", &b, &[]);
+    c.ok(&["verify", "--remote", "r", "new/1"]);
+    let got = c.get("new/1", "out");
+    assert_same_tree(&src, &got, test);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lease, clock, conditional puts.
+
+on!(lease:
+    one_gc_at_a_time_file => File,
+    one_gc_at_a_time_s3 => S3,
+);
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A live lease of another machine stops gc (naming its owner) and leaves the remote as it
+/// was; a lease of a dead gc of this machine is taken over at once; on `file://`, a lease not
+/// refreshed for 10 minutes too.
+fn lease(kind: Kind, test: &str) {
+    let Some(b) = Backend::new(kind, test) else {
+        return;
+    };
+    let a = Site::new();
+    let src = a.env.path("src");
+    small_files(&src, "lease", 10, 1);
+    a.ok(&["put", "k", s(&src)]);
+    a.add("r", &b, &[]);
+    a.json(&["push", "r", "k"]);
+    a.ok(&["rm", "--remote", "r", "k"]);
+    next_seconds();
+    let other = json!({"owner": "pid 7 on elsewhere", "host": "elsewhere", "pid": 7, "started": 1});
+    b.write("gc/lease", other.to_string().as_bytes());
+    a.fails(
+        &["remote", "gc", "r", "--grace", "1s"],
+        &["another gc is running", "pid 7 on elsewhere"],
+    );
+    assert!(b.list("gc/tombstones").is_empty(), "a refused gc marked");
+    assert_eq!(
+        b.read("gc/lease").unwrap(),
+        other.to_string().into_bytes(),
+        "a refused gc changed the lease"
+    );
+
+    // A gc of this machine that died.
+    let mut dead = Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let mine = json!({"owner": format!("pid {pid} on {}", hostname()), "host": hostname(),
+                      "pid": pid, "started": 1});
+    b.write("gc/lease", mine.to_string().as_bytes());
+    let r = rgc(&a, "r", &["--grace", "1s"]);
+    assert!(!set(&r["tombstoned"]).is_empty(), "{r}");
+    assert!(b.read("gc/lease").is_none(), "lease not released");
+
+    if kind == Kind::File {
+        b.write("gc/lease", other.to_string().as_bytes());
+        let st = Command::new("touch")
+            .args(["-d", "-11 minutes"])
+            .arg(b.dir().join("gc/lease"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        a.ok(&["remote", "gc", "r", "--grace", "1s"]);
+        assert!(b.read("gc/lease").is_none(), "stale lease not taken over");
+    }
+}
+
+on!(clock_skew:
+    clock_skew_is_refused_file => File,
+    clock_skew_is_refused_s3 => S3,
+);
+
+/// A gc whose clock is an hour off the object store's refuses, with one line, and leaves
+/// nothing behind (no lease, no tombstone).
+fn clock_skew(kind: Kind, test: &str) {
+    let Some(b) = Backend::new(kind, test) else {
+        return;
+    };
+    let a = Site::new();
+    let src = a.env.path("src");
+    small_files(&src, "skew", 10, 1);
+    a.ok(&["put", "k", s(&src)]);
+    a.add("r", &b, &[]);
+    a.json(&["push", "r", "k"]);
+    a.ok(&["rm", "--remote", "r", "k"]);
+    next_seconds();
+    let before = b.list("");
+    for offset in ["+1h", "-1h"] {
+        let out = faked(a.cmd(&["remote", "gc", "r", "--grace", "1s"]), offset)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{offset}: {}",
+            text(&out.stderr)
+        );
+        crate::common::assert_one_error_line(
+            &text(&out.stderr),
+            &["clock differs from the object store's"],
+        );
+        let after: Vec<String> = b
+            .list("")
+            .into_iter()
+            .filter(|n| n != "gc/clock" && n != ".cairn-lock")
+            .collect();
+        let before: Vec<String> = before
+            .iter()
+            .filter(|n| *n != ".cairn-lock")
+            .cloned()
+            .collect();
+        assert_eq!(after, before, "{offset}: the refused gc changed the remote");
+    }
+    // Within 5 minutes is accepted.
+    let out = faked(a.cmd(&["remote", "gc", "r", "--grace", "1s"]), "+2m")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// An S3 store without conditional puts: gc refuses unless `--exclusive`; `http://` remotes
+/// are read-only.
+#[test]
+fn gc_without_conditional_puts_needs_exclusive_s3() {
+    let test = "gc_without_conditional_puts_needs_exclusive_s3";
+    let Some(b) = Backend::new(Kind::S3, test) else {
+        return;
+    };
+    let a = Site::new();
+    let src = a.env.path("src");
+    small_files(&src, "excl", 10, 1);
+    a.ok(&["put", "k", s(&src)]);
+    let mut opts = b.options();
+    opts.push("aws_conditional_put=disabled".into());
+    a.add_via("r", &b, &opts, &[]);
+    a.json(&["push", "r", "k"]);
+    a.ok(&["rm", "--remote", "r", "k"]);
+    next_seconds();
+    a.fails(
+        &["remote", "gc", "r", "--grace", "1s"],
+        &["does not support conditional puts", "--exclusive"],
+    );
+    assert!(b.read("gc/lease").is_none());
+    assert!(b.list("gc/tombstones").is_empty());
+    let r = rgc(&a, "r", &["--grace", "1s", "--exclusive"]);
+    assert!(!set(&r["tombstoned"]).is_empty(), "{r}");
+
+    let url = format!("http://127.0.0.1:{}/cache", closed_port());
+    a.fails(&["remote", "gc", &url], &["read-only"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// kill -9.
+
+/// A gc killed during its mark (a tombstone PUT stalled) and one killed during its sweep (a
+/// DELETE stalled): each time `verify --remote` of the live keys is clean, and the next gc
+/// (taking over the dead gc's lease) finishes the job.
+#[test]
+fn kill_9_during_remote_gc_s3() {
+    let test = "kill_9_during_remote_gc_s3";
+    let Some(b) = Backend::new(Kind::S3, test) else {
+        return;
+    };
+    let a = Site::new();
+    a.add("r", &b, &[]);
+    let mut dead = BTreeSet::new();
+    let mut live_keys = Vec::new();
+    for i in 0..6 {
+        let src = a.env.path(&format!("src{i}"));
+        small_files(&src, &format!("kill{i}"), 12, 1);
+        let key = format!("x/{i}");
+        a.ok(&["put", &key, s(&src)]);
+        a.json(&["push", "r", &key]);
+        if i < 4 {
+            dead.extend(record_units(&b, &key));
+            a.ok(&["rm", "--remote", "r", &key]);
+        } else {
+            live_keys.push(key);
+        }
+    }
+    let faults = Faults::new(&b);
+    a.add_via("slow", &b, &b.options_via(&faults.endpoint), &[]);
+    let check = |what: &str| {
+        let mut args = vec!["verify", "--remote", "r"];
+        args.extend(live_keys.iter().map(String::as_str));
+        let out = a.run(&args);
+        assert!(out.status.success(), "{what}: {}", text(&out.stderr));
+    };
+    next_seconds();
+
+    // Mark, killed: its first tombstone PUT stalls.
+    faults.set(json!({
+        "methods": ["PUT"],
+        "path_regex": path_regex(&b, "gc/tombstones/"),
+        "stall_prob": 1.0,
+        "stall_seconds": 3.0,
+    }));
+    let mut gc = a.spawn(&["remote", "gc", "slow", "--grace", "1s"]);
+    wait_for_stall(&faults, &mut gc, "gc (mark)");
+    gc.kill().unwrap();
+    let st = gc.wait().unwrap();
+    assert_eq!(
+        st.signal(),
+        Some(9),
+        "mark: the gc finished before the kill"
+    );
+    assert!(
+        b.read("gc/lease").is_some(),
+        "mark: killed after releasing the lease"
+    );
+    faults.clear();
+    check("after a kill during the mark");
+    let r = rgc(&a, "r", &["--grace", "1s"]);
+    let marked: BTreeSet<String> = set(&r["tombstoned"]);
+    assert!(marked.is_subset(&dead), "{r}");
+    let tomb = b.list("gc/tombstones");
+    assert_eq!(
+        tomb.len(),
+        dead.len(),
+        "not every dead unit tombstoned: {tomb:?}"
+    );
+
+    // Sweep, killed: its first delete stalls (object_store deletes S3 objects with a
+    // multi-object `POST ?delete`; only this test's requests go through the proxy).
+    next_seconds();
+    faults.set(json!({
+        "methods": ["POST"],
+        "path_regex": r"\?delete",
+        "stall_prob": 1.0,
+        "stall_seconds": 3.0,
+    }));
+    let mut gc = a.spawn(&["--json", "remote", "gc", "slow", "--grace", "1s"]);
+    wait_for_stall(&faults, &mut gc, "gc (sweep)");
+    gc.kill().unwrap();
+    let st = gc.wait().unwrap();
+    assert_eq!(
+        st.signal(),
+        Some(9),
+        "sweep: the gc finished before the kill"
+    );
+    assert!(
+        !b.list("gc/tombstones").is_empty(),
+        "sweep: killed after it was done"
+    );
+    faults.clear();
+    check("after a kill during the sweep");
+    let r = rgc(&a, "r", &["--grace", "1s"]);
+    assert!(set(&r["deleted"]).is_subset(&dead), "{r}");
+    // The stalled DELETE may land after the rerun; it only deletes what the rerun deletes.
+    std::thread::sleep(Duration::from_secs(4));
+    for u in &dead {
+        for o in unit_objects(u) {
+            assert!(b.read(&o).is_none(), "{o} left after the rerun");
+        }
+    }
+    assert!(b.list("gc/tombstones").is_empty());
+    check("after the rerun");
+    let c = Site::new();
+    c.add("r", &b, &[]);
+    for k in &live_keys {
+        c.get(k, &format!("out-{}", k.replace('/', "_")));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rm --remote.
+
+/// `rm --remote` deletes records (and usage objects); an absent key fails the whole command
+/// before anything is deleted, naming the key.
+#[test]
+fn rm_remote_file() {
+    let Some(b) = Backend::new(Kind::File, "rm_remote_file") else {
+        return;
+    };
+    let a = Site::new();
+    let src = a.env.path("src");
+    small_files(&src, "rm", 5, 1);
+    a.add("r", &b, &[]);
+    for k in ["a/1", "a/2", "b/1"] {
+        a.ok(&["put", k, s(&src)]);
+    }
+    a.json(&["push", "r", "a/1", "a/2", "b/1"]);
+    a.fails(&["rm", "--remote", "r", "a/1", "nope/1"], &["nope/1"]);
+    assert!(b.read("keys/a/1.key").is_some(), "a failed rm deleted a/1");
+    let v = a.json(&["rm", "--remote", "r", "a/1", "b/1"]);
+    assert_eq!(v["keys"].as_array().unwrap().len(), 2, "{v}");
+    assert!(b.read("keys/a/1.key").is_none());
+    assert!(b.read("keys/b/1.key").is_none());
+    assert!(b.read("keys/a/2.key").is_some());
+    // The local store is untouched.
+    assert_eq!(a.keys(), vec!["a/1", "a/2", "b/1"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage and policies (local).
+
+/// `ls --json`/`show --json` give `created` and `last_used` as epoch seconds, text output RFC
+/// 3339; a `get` moves `last_used` (at most once an hour).
+#[test]
+fn last_used_in_ls_and_show() {
+    let a = Site::new();
+    let src = a.env.path("src");
+    small_files(&src, "used", 3, 1);
+    a.ok(&["put", "k", s(&src)]);
+    let ls = a.json(&["ls"]);
+    let created = ls[0]["created"].as_u64().unwrap();
+    assert_eq!(ls[0]["last_used"].as_u64(), Some(created), "{ls}");
+    // A read an hour and a half later is recorded.
+    let out = faked(a.cmd(&["get", "k", s(&a.env.path("o1"))]), "+90m")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let show = a.json(&["show", "k"]);
+    let used = show["last_used"].as_u64().unwrap();
+    assert!(used >= created + 5400, "{show}");
+    // Another within the hour writes nothing.
+    let out = faked(a.cmd(&["get", "k", s(&a.env.path("o2"))]), "+100m")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(a.json(&["show", "k"])["last_used"].as_u64(), Some(used));
+    let text_show = a.ok(&["show", "k"]);
+    assert!(
+        text_show
+            .lines()
+            .any(|l| l.starts_with("used:") && l.ends_with('Z')),
+        "{text_show}"
+    );
+    let text_ls = a.ok(&["ls"]);
+    assert!(
+        text_ls.contains('T') && text_ls.trim_end().ends_with('Z'),
+        "{text_ls}"
+    );
+}
+
+/// Retention rules on a local store: `keep-last`, `max-age-unused` (keys read recently stay)
+/// and `max-size` (least recently used first), with `--dry-run --json` listing exactly what a
+/// real run then removes; the newest key of each prefix stays.
+#[test]
+fn gc_policy_local() {
+    let a = Site::new();
+    // Ten keys per prefix, of 4 KiB each, bound in name order.
+    for p in ["main", "pr", "big"] {
+        for i in 0..10 {
+            let d = a.env.path(&format!("src-{p}-{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("f"), format!("{p}{i}").repeat(1024)).unwrap();
+            a.ok(&["put", &format!("{p}/{i:02}"), s(&d)]);
+        }
+    }
+    std::fs::write(
+        a.env.path("config.toml"),
+        r#"
+[[retention]]
+match = "main/"
+keep-last = 3
+
+[[retention]]
+match = "pr/*"
+max-age-unused = "7d"
+
+[[retention]]
+match = "big/"
+max-size = "20K"
+"#,
+    )
+    .unwrap();
+    // pr/03 and pr/04 are read 8 days in (recorded), then the policy runs 10 days in.
+    for k in ["pr/03", "pr/04"] {
+        let out = faked(a.cmd(&["get", k, s(&a.env.path(&format!("o-{k}")))]), "+8d")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let run = |dry: bool| -> Value {
+        let mut args = vec!["--json", "gc", "--policy"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = faked(a.cmd(&args), "+10d").output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let removed = |v: &Value| -> BTreeSet<String> {
+        v["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut want: BTreeSet<String> = (0..7).map(|i| format!("main/{i:02}")).collect();
+    // pr/09 is the newest of pr/: kept; pr/03 and pr/04 were used 2 days ago.
+    want.extend([0, 1, 2, 5, 6, 7, 8].map(|i| format!("pr/{i:02}")));
+    // big/: 40 KiB over a 20 KiB cap: down to 18 KiB, least recently used (oldest) first.
+    want.extend((0..6).map(|i| format!("big/{i:02}")));
+    let dry = run(true);
+    assert_eq!(removed(&dry), want, "{dry}");
+    assert_eq!(a.keys().len(), 30, "a dry run removed keys");
+    let real = run(false);
+    assert_eq!(removed(&real), want, "{real}");
+    let left: BTreeSet<String> = a.keys().into_iter().collect();
+    assert_eq!(left.len(), 30 - want.len());
+    assert!(left.is_disjoint(&want));
+    a.assert_verify_clean("after gc --policy");
+}
