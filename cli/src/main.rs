@@ -216,6 +216,17 @@ fn signing_key(
     Ok(Some(keys::load_secret(&path)?))
 }
 
+/// The link mode of a restore: `--link[=MODE]`, else the config's `link`, else copy.
+fn link_mode(g: &Global, flag: Option<cairn_store::LinkMode>) -> Result<cairn_store::LinkMode> {
+    if let Some(m) = flag {
+        return Ok(m);
+    }
+    let Ok(path) = config_path(g) else {
+        return Ok(cairn_store::LinkMode::Copy);
+    };
+    Ok(Config::load(&path)?.link.unwrap_or_default())
+}
+
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     labels
         .iter()
@@ -293,7 +304,12 @@ fn run(cli: Cli) -> Result<u8> {
             force,
             remote,
             offline,
+            link,
         } => {
+            let opts = cairn_store::MaterializeOptions {
+                force,
+                link: link_mode(g, link.link)?,
+            };
             let store = open_store(g)?;
             let open_remotes: cairn_remote::OpenRemotes<'_> = if offline {
                 Box::new(|| Ok(Vec::new()))
@@ -304,7 +320,7 @@ fn run(cli: Cli) -> Result<u8> {
                 &store,
                 &target,
                 &dest,
-                force,
+                &opts,
                 open_remotes,
                 g.no_fail_on_cache_error,
                 progress,
@@ -486,7 +502,13 @@ fn run(cli: Cli) -> Result<u8> {
             let store = open_store(g)?;
             out.attachments(&store.record(&Key::new(&key)?)?)?;
         }
-        Command::Oci(cmd) => oci_cmd::run(cmd, &open_store(g)?, &out, progress)?,
+        Command::Oci(cmd) => {
+            let link = match &cmd {
+                args::OciCommand::Extract { link, .. } => link_mode(g, link.link)?,
+                _ => cairn_store::LinkMode::Copy,
+            };
+            oci_cmd::run(cmd, &open_store(g)?, &out, progress, link)?
+        }
         Command::Key(cmd) => match cmd {
             KeyCommand::Generate { name, dir } => {
                 let dir = match dir {
@@ -501,9 +523,13 @@ fn run(cli: Cli) -> Result<u8> {
             }
             KeyCommand::Show { file } => output::outln!("{}", keys::public_line(&file)?),
         },
-        Command::Gc { dry_run } => {
+        Command::Gc { dry_run, checkouts } => {
             let store = open_store(g)?;
-            out.gc(&store.gc(dry_run)?)?;
+            out.gc(&store.gc(&cairn_store::GcOptions { dry_run, checkouts })?)?;
+        }
+        Command::Du => {
+            let store = open_store(g)?;
+            out.usage(&store.usage()?)?;
         }
         Command::Push { remote, keys, all } => {
             let store = open_store(g)?;

@@ -107,8 +107,7 @@ pub(crate) fn decompose_all(
                         }
                         let (n, id, size) = todo[i];
                         let from = origin(image, n, layers.len(), &layers[n]);
-                        let r =
-                            decompose(session, &id, size, &layers[n].diff_id, &from, max_bytes);
+                        let r = decompose(session, &id, size, &layers[n].diff_id, &from, max_bytes);
                         if r.is_err() {
                             failed.store(true, Ordering::SeqCst);
                         }
@@ -323,19 +322,20 @@ impl LayerTree {
         };
         // An unreadable payload is a cache miss: the layer is decomposed again and the row
         // replaced.
-        Ok(LayerTree::decode_payload(&payload).map(|(uncompressed_sha256, implicit)| {
-            LayerTree {
+        Ok(
+            LayerTree::decode_payload(&payload).map(|(uncompressed_sha256, implicit)| LayerTree {
                 tree,
                 uncompressed_sha256,
                 implicit,
-            }
-        }))
+            }),
+        )
     }
 
     /// The payload kept with the derived tree: the uncompressed sha256 (32 bytes), then each
     /// implicit folder's path followed by a NUL.
     fn encode_payload(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + self.implicit.iter().map(|p| p.len() + 1).sum::<usize>());
+        let mut out =
+            Vec::with_capacity(32 + self.implicit.iter().map(|p| p.len() + 1).sum::<usize>());
         out.extend_from_slice(&self.uncompressed_sha256);
         for p in &self.implicit {
             out.extend_from_slice(p);

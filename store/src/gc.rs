@@ -22,6 +22,15 @@ use crate::store::Store;
 use crate::tree::EntryKind;
 use crate::walk::{self, Load};
 
+/// What gc deletes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcOptions {
+    /// Delete nothing; report what would be deleted.
+    pub dry_run: bool,
+    /// Also delete every checkout object (not only those of dead blobs and leftovers).
+    pub checkouts: bool,
+}
+
 /// What gc deleted (or would delete, on a dry run).
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct GcReport {
@@ -43,11 +52,20 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Objects still reachable.
     pub kept: u64,
+    /// Checkout objects deleted: those of deleted blobs, unrecorded ones, leftover temp files,
+    /// or all of them with `--checkouts`.
+    pub checkouts_deleted: u64,
+    /// Their bytes (freed on disk only once no restored folder links to them).
+    pub checkout_bytes: u64,
+    /// Checkout objects kept.
+    pub checkouts_kept: u64,
 }
 
 impl Store {
-    /// Deletes (or with `dry_run`, counts) everything no key reaches.
-    pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
+    /// Deletes (or with `opts.dry_run`, counts) everything no key reaches, and checkout
+    /// objects as `opts` says.
+    pub fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
+        let dry_run = opts.dry_run;
         let _lock = self.lock(LockMode::Exclusive)?;
         let mut report = GcReport {
             dry_run,
@@ -91,6 +109,7 @@ impl Store {
         let (pack_files, pack_temps) =
             crate::packs::list(self.blobs.packs()).map_err(Error::io(self.blobs.packs()))?;
         report.temp_files = (temps.len() + fanout_temps.len() + pack_temps.len()) as u64;
+        self.gc_checkouts(opts, &live_blobs, &mut report)?;
         if dry_run {
             let plan = self.plan_packs(&pack_files, Some(&dead_set))?;
             report.packs_deleted = plan.dead.len() as u64;
@@ -166,6 +185,74 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Deletes the checkout objects of dead blobs, those without a row (left by a restore that
+    /// did not finish; never trusted without a re-hash anyway), strays and temp files, or with
+    /// `opts.checkouts` all of them: rows first, then files (a crash in between leaves files
+    /// without rows, which are re-hashed before use and deleted by the next gc).
+    fn gc_checkouts(
+        &self,
+        opts: &GcOptions,
+        live: &HashSet<Id>,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let root = self.dir().join(crate::checkout::CHECKOUTS_DIR);
+        let listed = crate::checkout::list(&root).map_err(Error::io(&root))?;
+        let rows = self.index.read(|r| r.all_checkouts())?;
+        let recorded: HashSet<(Id, String)> =
+            rows.iter().map(|(id, v, _)| (*id, v.clone())).collect();
+        let mut doomed_files = Vec::new();
+        let mut present = HashSet::new();
+        for item in listed {
+            match item {
+                crate::checkout::Listed::Object {
+                    id,
+                    variant,
+                    path,
+                    size,
+                    ..
+                } => {
+                    let key = (id, variant.name());
+                    if opts.checkouts || !live.contains(&id) || !recorded.contains(&key) {
+                        report.checkouts_deleted += 1;
+                        report.checkout_bytes += size;
+                        doomed_files.push(path);
+                    } else {
+                        report.checkouts_kept += 1;
+                        present.insert(key);
+                    }
+                }
+                crate::checkout::Listed::Other { path, size } => {
+                    report.checkout_bytes += size;
+                    doomed_files.push(path);
+                }
+            }
+        }
+        if opts.dry_run {
+            return Ok(());
+        }
+        let doomed_rows: Vec<(Id, String)> = rows
+            .into_iter()
+            .map(|(id, v, _)| (id, v))
+            .filter(|k| !present.contains(k))
+            .collect();
+        if !doomed_rows.is_empty() {
+            self.index.write(|w| {
+                for (id, variant) in &doomed_rows {
+                    w.remove_checkout(id, variant)?;
+                }
+                Ok(())
+            })?;
+        }
+        for p in doomed_files {
+            if p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                std::fs::remove_dir_all(&p).map_err(Error::io(&p))?;
+            } else {
+                remove_if_present(&p)?;
+            }
+        }
+        Ok(())
     }
 
     /// Which pack files hold no recorded blob (`dead`) and which hold less than half their size

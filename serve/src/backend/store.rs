@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use cairn_oci::{Alg, OciDigest};
 use cairn_store::blobs::{Encoding, SMALL_BLOB_MAX};
-use cairn_store::{Id, Import, ImportSession, Key, KeyRecord, ReadSession, Root, StagedBlob, Store};
+use cairn_store::{
+    Id, Import, ImportSession, Key, KeyRecord, ReadSession, Root, StagedBlob, Store,
+};
 use sha2::Digest as _;
 
 use super::layout::{self, Layout};

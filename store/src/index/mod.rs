@@ -23,17 +23,18 @@ use crate::error::Error;
 use crate::lock::wait_until;
 
 pub(crate) use reader::{DerivedRow, Reader, decode_tree, placement_of};
+pub(crate) use tables::CheckoutRow;
 pub(crate) use writer::Writer;
 
 /// Version of the on-disk layout recorded in `meta` under `layout`. Version 2 added pack files
 /// (the `packed` table); version 3 replaced tables tied to one kind of content with the generic
-/// `derived` and `aliases` tables (see `docs/format.md`).
-pub const LAYOUT_VERSION: &str = "3";
+/// `derived` and `aliases` tables (see `docs/format.md`); version 4 added `checkouts`.
+pub const LAYOUT_VERSION: &str = "4";
 
 /// Layout versions this binary upgrades to [`LAYOUT_VERSION`] on its first write: the tables
 /// they lack are created, tables the current layout does not define are dropped (they held
 /// caches that are rebuilt on demand), and the new version is recorded.
-const UPGRADABLE_LAYOUTS: &[&str] = &["1", "2"];
+const UPGRADABLE_LAYOUTS: &[&str] = &["1", "2", "3"];
 
 /// redb's page cache for one short-lived command.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -209,6 +210,7 @@ fn check_layout(txn: &redb::WriteTransaction) -> Result<(), Error> {
     txn.open_table(tables::PACKED)?;
     txn.open_table(tables::DERIVED)?;
     txn.open_table(tables::ALIASES)?;
+    txn.open_table(tables::CHECKOUTS)?;
     txn.open_table(tables::META)?
         .insert("layout", LAYOUT_VERSION)?;
     Ok(())

@@ -4,7 +4,8 @@
 use redb::{ReadTransaction, ReadableTable, TableError};
 
 use super::tables::{
-    ALIASES, BLOBS, DERIVED, DerivedKey, DerivedValue, KEY_LOG, KEYS, PACKED, TREES,
+    ALIASES, BLOBS, CHECKOUTS, CheckoutKey, CheckoutRow, DERIVED, DerivedKey, DerivedValue,
+    KEY_LOG, KEYS, PACKED, TREES,
 };
 use crate::blobs::{Encoding, Placement};
 use crate::error::{Error, Result};
@@ -41,6 +42,7 @@ pub(crate) struct Reader {
     packed: Option<Ro<Id32, (u128, u64)>>,
     derived: Option<Ro<DerivedKey, DerivedValue>>,
     aliases: Option<Ro<&'static str, Id32>>,
+    checkouts: Option<Ro<CheckoutKey, CheckoutRow>>,
 }
 
 /// Opens a table that an older layout may lack (`None` then).
@@ -102,7 +104,8 @@ pub(crate) fn placement_of(
 }
 
 /// The reads both [`Reader`] and [`super::Writer`] offer, written once over their table fields
-/// (`keys`, `key_log`, `blobs`, `trees`, and the optional `packed`, `derived`, `aliases`), which
+/// (`keys`, `key_log`, `blobs`, `trees`, and the optional `packed`, `derived`, `aliases`,
+/// `checkouts`), which
 /// are read-only tables in one and writable tables of the same types in the other.
 macro_rules! read_methods {
     ($(#[$attr:meta])*) => {
@@ -306,6 +309,39 @@ macro_rules! read_methods {
             }
             Ok(out)
         }
+
+        /// The recorded checkout objects of blob `id`: (variant name, row).
+        $(#[$attr])*
+        pub(crate) fn checkouts_of(&self, id: &Id) -> Result<Vec<(String, CheckoutRow)>> {
+            let Some(t) = &self.checkouts else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for item in t.range((&id.0, "")..)? {
+                let (k, v) = item?;
+                let (blob, variant) = k.value();
+                if blob != &id.0 {
+                    break;
+                }
+                out.push((variant.to_string(), v.value()));
+            }
+            Ok(out)
+        }
+
+        /// Every `checkouts` row: (blob, variant name, row).
+        $(#[$attr])*
+        pub(crate) fn all_checkouts(&self) -> Result<Vec<(Id, String, CheckoutRow)>> {
+            let Some(t) = &self.checkouts else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for item in t.iter()? {
+                let (k, v) = item?;
+                let (blob, variant) = k.value();
+                out.push((Id(*blob), variant.to_string(), v.value()));
+            }
+            Ok(out)
+        }
     };
 }
 pub(super) use read_methods;
@@ -320,6 +356,7 @@ impl Reader {
             packed: optional(txn, PACKED)?,
             derived: optional(txn, DERIVED)?,
             aliases: optional(txn, ALIASES)?,
+            checkouts: optional(txn, CHECKOUTS)?,
         })
     }
 

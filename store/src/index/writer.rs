@@ -4,7 +4,8 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::reader::{BlobRow, DerivedRow, decode_record, decode_tree, placement_of, read_methods};
 use super::tables::{
-    ALIASES, BLOBS, DERIVED, DerivedKey, DerivedValue, KEY_LOG, KEYS, PACKED, TREES,
+    ALIASES, BLOBS, CHECKOUTS, CheckoutKey, CheckoutRow, DERIVED, DerivedKey, DerivedValue,
+    KEY_LOG, KEYS, PACKED, TREES,
 };
 use crate::blobs::{Placement, StoredBlob};
 use crate::error::{Error, Result};
@@ -26,6 +27,7 @@ pub(crate) struct Writer<'t> {
     packed: Option<Table<'t, Id32, (u128, u64)>>,
     derived: Option<Table<'t, DerivedKey, DerivedValue>>,
     aliases: Option<Table<'t, &'static str, Id32>>,
+    checkouts: Option<Table<'t, CheckoutKey, CheckoutRow>>,
 }
 
 impl<'t> Writer<'t> {
@@ -39,6 +41,7 @@ impl<'t> Writer<'t> {
             packed: Some(txn.open_table(PACKED)?),
             derived: Some(txn.open_table(DERIVED)?),
             aliases: Some(txn.open_table(ALIASES)?),
+            checkouts: Some(txn.open_table(CHECKOUTS)?),
         })
     }
 
@@ -211,5 +214,22 @@ impl<'t> Writer<'t> {
         }
         self.packed_mut().insert(&id.0, new)?;
         Ok(true)
+    }
+
+    fn checkouts_mut(&mut self) -> &mut Table<'t, CheckoutKey, CheckoutRow> {
+        self.checkouts.as_mut().expect("opened by Writer::new")
+    }
+
+    /// Records checkout object `variant` of blob `id` (replacing an earlier row: the object
+    /// was made again).
+    pub(crate) fn put_checkout(&mut self, id: &Id, variant: &str, row: CheckoutRow) -> Result<()> {
+        self.checkouts_mut().insert((&id.0, variant), row)?;
+        Ok(())
+    }
+
+    /// Deletes the row of checkout object `variant` of blob `id`.
+    pub(crate) fn remove_checkout(&mut self, id: &Id, variant: &str) -> Result<()> {
+        self.checkouts_mut().remove((&id.0, variant))?;
+        Ok(())
     }
 }
