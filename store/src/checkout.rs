@@ -303,6 +303,11 @@ impl<'a> Objects<'a> {
         Ok(st.st_dev)
     }
 
+    /// `STORE/checkouts`.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn shown(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }

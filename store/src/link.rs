@@ -156,6 +156,20 @@ impl<'a> Linker<'a> {
             linker.cross_device(dest);
             return Ok(None);
         }
+        if state == CLONE {
+            // Asked once, before any object is made: a filesystem without reflinks would
+            // otherwise cost the first files an object made only for a failed clone.
+            if let Err(e) = reflinks_work(linker.objects.root()) {
+                if linker.forced_clone {
+                    return Err(Error::Destination {
+                        path: dest.to_path_buf(),
+                        reason: format!("cannot reflink files there (FICLONE: {e})"),
+                    });
+                }
+                tracing::debug!("{}: no reflinks ({e}); hardlinking", dest.display());
+                linker.state.store(LINK, Ordering::Relaxed);
+            }
+        }
         Ok(Some(linker))
     }
 
@@ -309,6 +323,17 @@ impl<'a> Linker<'a> {
         self.objects.record()?;
         Ok(made)
     }
+}
+
+/// Whether the filesystem of the folder `dir` can clone: `FICLONE` of a one-byte file into
+/// another, both unnamed temp files there. The error is `FICLONE`'s (or a temp file's).
+fn reflinks_work(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut src = tempfile::tempfile_in(dir)?;
+    src.write_all(b"x")?;
+    let dst = tempfile::tempfile_in(dir)?;
+    rustix::fs::ioctl_ficlone(&dst, &src)?;
+    Ok(())
 }
 
 /// The variant clones are made from: plain, owned by the restoring user, mtime 0 (a clone gets

@@ -10,6 +10,7 @@ mod features;
 mod full_disk;
 mod hostile_archive;
 mod hostile_table;
+mod link;
 mod oci;
 mod oci_extract;
 mod real_tools;
