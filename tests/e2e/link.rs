@@ -399,6 +399,7 @@ fn kill_during_checkout_object_creation_leaves_nothing_a_later_link_uses() {
         // Start over: no object, so the next attempt writes it again.
         env.ok(&["gc", "--checkouts"]);
     }
+    eprintln!("link: {landed} kill(s) landed while an object was being written");
     assert!(
         landed > 0,
         "no kill landed while an object was being written"
