@@ -39,6 +39,9 @@ pub(crate) const CHECKOUTS_DIR: &str = "checkouts";
 /// Name prefix of checkout objects being written (never an object name; gc deletes leftovers).
 const TEMP_PREFIX: &str = ".tmp-";
 
+/// Numbers the temp files of this process's checkout objects (names carry the process id too).
+static TEMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Size of the buffer objects are written and re-hashed through.
 const IO_BUF_LEN: usize = 256 * 1024;
 
@@ -398,15 +401,33 @@ impl<'a> Objects<'a> {
         rel: &str,
         replace: bool,
     ) -> Result<()> {
-        let fan = self.root.join(&rel[..2]);
-        let tmp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(&fan)
-            .map_err(Error::io(&fan))?;
-        let tpath = tmp.path().to_path_buf();
-        let file = tmp.as_file();
+        // A temp name of this process's own in the object's fan-out folder, created relative
+        // to the `checkouts/` handle with the object's mode (a file opened for writing stays
+        // writable through its descriptor), so no path is resolved and no chmod is needed.
+        let (fd, tname) = loop {
+            let seq = TEMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tname = format!("{}/{TEMP_PREFIX}{}-{seq}", &rel[..2], std::process::id());
+            match rustix::fs::openat(
+                &self.dir,
+                tname.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(variant.mode),
+            ) {
+                Ok(fd) => break (fd, tname),
+                // Left by a killed process that had this process id: take the next name.
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(Error::io(&self.shown(&tname))(e.into())),
+            }
+        };
+        let tshown = self.shown(&tname);
+        let errno = |e: Errno| Error::io(&tshown)(e.into());
+        let file = File::from(fd);
+        let mut temp = TempName {
+            dir: &self.dir,
+            name: Some(tname.as_str()),
+        };
         {
-            let mut w = BufWriter::with_capacity(IO_BUF_LEN, file);
+            let mut w = BufWriter::with_capacity(IO_BUF_LEN, &file);
             let n = self
                 .store
                 .blobs
@@ -416,48 +437,43 @@ impl<'a> Objects<'a> {
                 .map_err(|e| BlobError::Sink { id: *id, source: e })?;
             debug_assert_eq!(n, size);
         }
-        let errno = |e: Errno| Error::io(&tpath)(e.into());
         let (euid, egid) = (
             rustix::process::geteuid().as_raw(),
             rustix::process::getegid().as_raw(),
         );
         if (variant.uid, variant.gid) != (euid, egid) {
             rustix::fs::fchown(
-                file,
+                &file,
                 Some(rustix::fs::Uid::from_raw(variant.uid)),
                 Some(rustix::fs::Gid::from_raw(variant.gid)),
             )
             .map_err(errno)?;
         }
-        rustix::fs::fchmod(file, Mode::from_raw_mode(variant.mode)).map_err(errno)?;
         let t = Timespec {
             tv_sec: variant.mtime,
             tv_nsec: variant.mtime_nsec as _,
         };
         rustix::fs::futimens(
-            file,
+            &file,
             &Timestamps {
                 last_access: t,
                 last_modification: t,
             },
         )
         .map_err(errno)?;
-        let st = rustix::fs::fstat(file).map_err(errno)?;
-        let tname = format!(
-            "{}/{}",
-            &rel[..2],
-            tpath.file_name().expect("a temp name").to_string_lossy()
-        );
+        let mut st = rustix::fs::fstat(&file).map_err(errno)?;
+        if st.st_mode & 0o7777 != variant.mode {
+            // The umask took bits away (or a chown cleared some): set them.
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(variant.mode)).map_err(errno)?;
+            st = rustix::fs::fstat(&file).map_err(errno)?;
+        }
         let flags = if replace {
             RenameFlags::empty()
         } else {
             RenameFlags::NOREPLACE
         };
         match rustix::fs::renameat_with(&self.dir, tname.as_str(), &self.dir, rel, flags) {
-            Ok(()) => {
-                // The name now holds the object: nothing left to delete.
-                let _ = tmp.into_temp_path().keep();
-            }
+            Ok(()) => temp.published(),
             Err(Errno::EXIST) => {
                 // Another restore published it meanwhile (complete: names only ever hold
                 // complete objects). Check it; if it is wrong, ours replaces it.
@@ -466,7 +482,7 @@ impl<'a> Objects<'a> {
                 }
                 rustix::fs::renameat(&self.dir, tname.as_str(), &self.dir, rel)
                     .map_err(|e| Error::io(&self.shown(rel))(e.into()))?;
-                let _ = tmp.into_temp_path().keep();
+                temp.published();
             }
             Err(e) => return Err(Error::io(&self.shown(rel))(e.into())),
         }
@@ -498,6 +514,26 @@ impl<'a> Objects<'a> {
     /// The folder's handle, for linking and cloning relative to it.
     pub(crate) fn fd(&self) -> impl AsFd + '_ {
         &self.dir
+    }
+}
+
+/// A checkout object's temp file, deleted on drop unless it was published (renamed).
+struct TempName<'d> {
+    dir: &'d OwnedFd,
+    name: Option<&'d str>,
+}
+
+impl TempName<'_> {
+    fn published(&mut self) {
+        self.name = None;
+    }
+}
+
+impl Drop for TempName<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.name {
+            let _ = rustix::fs::unlinkat(self.dir, name, AtFlags::empty());
+        }
     }
 }
 
