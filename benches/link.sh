@@ -95,7 +95,7 @@ make_image() {
         mv "$ROOTFS.tmp" "$ROOTFS"
         touch "$BENCH_DIR/rootfs.ready"
     fi
-    [[ -f $IMG/ready ]] && return
+    [[ -f $BENCH_DIR/image.ready ]] && return
     rm -rf "$IMG"
     log "1-layer gzip image of the root filesystem (umoci)"
     umoci init --layout "$IMG"
@@ -105,7 +105,7 @@ make_image() {
     umoci repack --refresh-bundle --no-history --image "$IMG:deb" "$BENCH_DIR/bundle"
     umoci gc --layout "$IMG"
     rm -rf "$BENCH_DIR/bundle"
-    touch "$IMG/ready"
+    touch "$BENCH_DIR/image.ready"
 }
 
 write_helpers() {
