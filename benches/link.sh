@@ -182,6 +182,7 @@ install_tools
 check_disk
 build_cairn store remote oci cli
 write_helpers
+"$BIN/aside.sh" "$DEST"
 if [[ -n $(ls -A "$TRASH") ]]; then purge_trash; fi
 make_tree
 rm -rf "$STORE"
