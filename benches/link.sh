@@ -146,6 +146,7 @@ part2() {
 part3() {
     log "3. repeat oci extract --link vs umoci unpack"
     $(c) oci import "$IMG" --name deb >/dev/null
+    "$BIN/aside.sh" "$DEST"
     $(c) oci extract --link deb "$DEST" >/dev/null
     "$BIN/aside.sh" "$DEST"
     hf --export-json "$RES/oci.json" \
@@ -159,8 +160,9 @@ part3() {
 }
 
 summary() {
-    local f files bytes
-    read -r files bytes < <(find "$TREE" -type f -printf '%s\n' | awk '{n++; s+=$1} END {printf "%d %.0f\n", n, s}')
+    local f files=- bytes=-
+    [[ ! -d $TREE ]] ||
+        read -r files bytes < <(find "$TREE" -type f -printf '%s\n' | awk '{n++; s+=$1} END {printf "%d %.0f\n", n, s}')
     echo "### link.sh: $CAIRN_REV, $(date -u +%Y-%m-%d), RUNS=$RUNS WARMUP=$WARMUP, load $(load)"
     echo
     echo "Disk: $DISK; tree: $files files, $bytes bytes; medians in seconds."
@@ -184,10 +186,12 @@ build_cairn store remote oci cli
 write_helpers
 "$BIN/aside.sh" "$DEST"
 if [[ -n $(ls -A "$TRASH") ]]; then purge_trash; fi
-make_tree
 rm -rf "$STORE"
-log "cairn put $KEY"
-$(c) put "$KEY" "$TREE" >/dev/null
+if [[ $PARTS == *1* || $PARTS == *2* ]]; then
+    make_tree
+    log "cairn put $KEY"
+    $(c) put "$KEY" "$TREE" >/dev/null
+fi
 for p in $PARTS; do
     [[ $p != 3 ]] || make_image
     "part$p"
