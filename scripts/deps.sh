@@ -26,6 +26,8 @@ declare -A APT=(
   [dockerd]=docker.io
   [containerd]=containerd
   [setfattr]=attr
+  # tests/e2e/link.rs: the reflink path, on a loop-mounted XFS image it makes.
+  [mkfs.xfs]=xfsprogs
   # cairn serve's tests and benchmark (tests/e2e/serve*.rs, benches/serve.sh): Debian's
   # docker-registry (distribution 2.8) as oracle and comparison, wrk for the manifest latency
   # figure, openssl for the TLS test's certificate.

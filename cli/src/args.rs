@@ -185,6 +185,8 @@ pub enum Command {
         /// (repeatable, tried in order; locally, then on the remotes)
         #[arg(long, value_name = "PREFIX")]
         fallback: Vec<String>,
+        #[command(flatten)]
+        link: LinkArg,
     },
     /// Upload keys (and what they reach) to a remote
     Push {
@@ -287,7 +289,12 @@ pub enum Command {
         /// Apply the configuration's retention rules, max-size and min-free first
         #[arg(long)]
         policy: bool,
+        /// Also delete every checkout object (the cache `--link` restores link to)
+        #[arg(long)]
+        checkouts: bool,
     },
+    /// Show what the store takes on disk: blobs, packs, checkout objects, index, temp files
+    Du,
     /// Print a shell completion script
     Completions { shell: clap_complete::Shell },
     /// OCI images: import, byte-identical export, inspect, extract, ls
@@ -354,6 +361,8 @@ pub enum OciCommand {
         /// Empty a non-empty DEST first
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        link: LinkArg,
     },
     /// List an image's merged root filesystem (path, type, mode, owner, size, content id)
     Ls {
@@ -362,6 +371,21 @@ pub enum OciCommand {
         #[command(flatten)]
         select: RootfsSelect,
     },
+}
+
+/// `--link[=MODE]` of `get` and `oci extract`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LinkArg {
+    /// Clone (reflink) or hardlink regular files from the store's read-only checkout objects
+    /// instead of writing them: auto (reflink, else hardlink, else copy), reflink, hardlink or
+    /// copy [default: the config's `link`, else copy; --link alone: auto]
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "auto", value_parser = parse_link_mode)]
+    pub link: Option<cairn_store::LinkMode>,
+}
+
+fn parse_link_mode(s: &str) -> Result<cairn_store::LinkMode, String> {
+    s.parse()
 }
 
 /// Which image, which paths, and limits, for `oci extract` and `oci ls`.

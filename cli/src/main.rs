@@ -225,6 +225,17 @@ fn signing_key(
     Ok(Some(keys::load_secret(&path)?))
 }
 
+/// The link mode of a restore: `--link[=MODE]`, else the config's `link`, else copy.
+fn link_mode(g: &Global, flag: Option<cairn_store::LinkMode>) -> Result<cairn_store::LinkMode> {
+    if let Some(m) = flag {
+        return Ok(m);
+    }
+    let Ok(path) = config_path(g) else {
+        return Ok(cairn_store::LinkMode::Copy);
+    };
+    Ok(Config::load(&path)?.link.unwrap_or_default())
+}
+
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     labels
         .iter()
@@ -297,7 +308,11 @@ fn mark_used(session: &cairn_store::ReadSession, target: &str) {
 
 /// The recorded last use of `key`.
 fn last_used_of(store: &Store, key: &Key) -> Result<Option<u64>> {
-    Ok(store.last_used(key.as_str())?.get(key.as_str()).copied())
+    Ok(store
+        .read()?
+        .last_used(key.as_str())?
+        .get(key.as_str())
+        .copied())
 }
 
 fn run(cli: Cli) -> Result<u8> {
@@ -392,7 +407,12 @@ fn run(cli: Cli) -> Result<u8> {
             remote,
             offline,
             fallback,
+            link,
         } => {
+            let opts = cairn_store::MaterializeOptions {
+                force,
+                link: link_mode(g, link.link)?,
+            };
             let store = open_store(g)?;
             let open_remotes: cairn_remote::OpenRemotes<'_> = if offline {
                 Box::new(|| Ok(Vec::new()))
@@ -403,7 +423,7 @@ fn run(cli: Cli) -> Result<u8> {
                 &store,
                 &target,
                 &dest,
-                force,
+                &opts,
                 open_remotes,
                 g.no_fail_on_cache_error,
                 &fallback,
@@ -441,7 +461,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Ls { prefix } => {
             let store = open_store(g)?;
             let prefix = prefix.as_deref().unwrap_or("");
-            out.ls(&store.keys(prefix)?, &store.last_used(prefix)?)?;
+            out.ls(&store.keys(prefix)?, &store.read()?.last_used(prefix)?)?;
         }
         Command::Show { target, recursive } => {
             let store = open_store(g)?;
@@ -608,7 +628,13 @@ fn run(cli: Cli) -> Result<u8> {
             let store = open_store(g)?;
             out.attachments(&store.record(&Key::new(&key)?)?)?;
         }
-        Command::Oci(cmd) => oci_cmd::run(cmd, &open_store(g)?, &out, progress)?,
+        Command::Oci(cmd) => {
+            let link = match &cmd {
+                args::OciCommand::Extract { link, .. } => link_mode(g, link.link)?,
+                _ => cairn_store::LinkMode::Copy,
+            };
+            oci_cmd::run(cmd, &open_store(g)?, &out, progress, link)?
+        }
         Command::Key(cmd) => match cmd {
             KeyCommand::Generate { name, dir } => {
                 let dir = match dir {
@@ -623,10 +649,15 @@ fn run(cli: Cli) -> Result<u8> {
             }
             KeyCommand::Show { file } => output::outln!("{}", keys::public_line(&file)?),
         },
-        Command::Gc { dry_run, policy } => {
+        Command::Gc {
+            dry_run,
+            policy,
+            checkouts,
+        } => {
             let store = open_store(g)?;
             let mut opts = cairn_store::GcOptions {
                 dry_run,
+                checkouts,
                 ..Default::default()
             };
             if policy {
@@ -636,6 +667,10 @@ fn run(cli: Cli) -> Result<u8> {
                 opts.min_free = config.min_free;
             }
             out.gc(&store.gc(&opts)?)?;
+        }
+        Command::Du => {
+            let store = open_store(g)?;
+            out.usage(&store.usage()?)?;
         }
         Command::Push { remote, keys, all } => {
             let store = open_store(g)?;

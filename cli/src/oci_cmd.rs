@@ -15,7 +15,14 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-pub fn run(cmd: OciCommand, store: &Store, out: &Out, progress: &dyn Progress) -> Result<()> {
+/// `link_mode`: what `oci extract` does with regular files (from `--link` or the config).
+pub fn run(
+    cmd: OciCommand,
+    store: &Store,
+    out: &Out,
+    progress: &dyn Progress,
+    link_mode: cairn_store::LinkMode,
+) -> Result<()> {
     match cmd {
         OciCommand::Import { src, name, image } => {
             let name = name.as_deref().map(Key::new).transpose()?;
@@ -102,8 +109,10 @@ pub fn run(cmd: OciCommand, store: &Store, out: &Out, progress: &dyn Progress) -
             dest,
             select,
             force,
+            link: _,
         } => {
-            let opts = extract_options(select);
+            let mut opts = extract_options(select);
+            opts.link = link_mode;
             let done = cairn_oci::extract(store, &target, &dest, force, &opts, progress)?;
             if done.stats.skipped > 0 {
                 tracing::warn!(
@@ -116,9 +125,12 @@ pub fn run(cmd: OciCommand, store: &Store, out: &Out, progress: &dyn Progress) -
                 return print_json(&done);
             }
             tracing::info!(
-                "{target} ({}): {} files, {} dirs, {} symlinks, {} bytes",
+                "{target} ({}): {} files ({} linked, {} cloned, {} copied), {} dirs, {} symlinks, {} bytes",
                 done.source.platform,
                 done.stats.files,
+                done.stats.linked,
+                done.stats.cloned,
+                done.stats.copied,
                 done.stats.dirs,
                 done.stats.symlinks,
                 done.stats.bytes

@@ -145,9 +145,12 @@ impl Out {
             outln!("restored {k} (fallback for {target})");
         }
         tracing::info!(
-            "{}: {} files, {} dirs, {} symlinks, {} bytes",
+            "{}: {} files ({} linked, {} cloned, {} copied), {} dirs, {} symlinks, {} bytes",
             dest.display(),
             s.files,
+            s.linked,
+            s.cloned,
+            s.copied,
             s.dirs,
             s.symlinks,
             s.bytes
@@ -323,6 +326,8 @@ impl Out {
                 "bytes": r.bytes,
                 "trees": r.trees,
                 "keys": r.keys,
+                "checkouts": r.checkouts,
+                "checkout_bytes": r.checkout_bytes,
                 "problems": r.problems,
             }));
         }
@@ -338,11 +343,13 @@ impl Out {
             outln!("Untrusted {u}");
         }
         eprintln!(
-            "verified {} blobs ({} bytes), {} trees, {} keys: {}",
+            "verified {} blobs ({} bytes), {} trees, {} keys, {} checkout objects ({} bytes): {}",
             r.blobs,
             r.bytes,
             r.trees,
             r.keys,
+            r.checkouts,
+            r.checkout_bytes,
             if r.is_clean() {
                 "clean".to_string()
             } else {
@@ -376,8 +383,46 @@ impl Out {
             if r.dry_run { "to free" } else { "freed" },
             r.kept
         );
+        outln!(
+            "{} {} checkout objects ({} bytes); {} kept",
+            if r.dry_run { "would delete" } else { "deleted" },
+            r.checkouts_deleted,
+            r.checkout_bytes,
+            r.checkouts_kept
+        );
         if r.incomplete {
             outln!("time budget spent: some garbage is left for the next gc");
+        }
+        Ok(())
+    }
+
+    pub fn usage(&self, u: &cairn_store::StoreUsage) -> Result<()> {
+        if self.json {
+            return print_json(&json!({
+                "blobs": u.blobs,
+                "packs": u.packs,
+                "checkouts": u.checkouts,
+                "checkout_links": u.checkout_links,
+                "index": u.index,
+                "temp": u.temp,
+                "total_bytes": u.total(),
+            }));
+        }
+        for (what, x) in [
+            ("blobs", &u.blobs),
+            ("packs", &u.packs),
+            ("checkouts", &u.checkouts),
+            ("index", &u.index),
+            ("temp", &u.temp),
+        ] {
+            outln!("{what:<10} {:>8} files {:>14} bytes", x.files, x.bytes);
+        }
+        outln!("{:<10} {:>8}       {:>14} bytes", "total", "", u.total());
+        if u.checkout_links > 0 {
+            outln!(
+                "checkout objects have {} links from restored folders (their bytes stay until those go too)",
+                u.checkout_links
+            );
         }
         Ok(())
     }

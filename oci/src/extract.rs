@@ -7,7 +7,9 @@
 use std::path::Path;
 
 use cairn_store::ingest::{Content, Node};
-use cairn_store::{EntryKind, ImportSession, MaterializeStats, Progress, Root, Store};
+use cairn_store::{
+    EntryKind, ImportSession, LinkMode, MaterializeOptions, MaterializeStats, Progress, Root, Store,
+};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -30,6 +32,8 @@ pub struct ExtractOptions {
     pub max_layer_bytes: u64,
     /// Threads that decompose layers.
     pub jobs: usize,
+    /// How `extract` makes regular files (see [`LinkMode`]).
+    pub link: LinkMode,
 }
 
 impl Default for ExtractOptions {
@@ -39,6 +43,7 @@ impl Default for ExtractOptions {
             paths: Vec::new(),
             max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            link: LinkMode::Copy,
         }
     }
 }
@@ -161,7 +166,15 @@ pub fn extract(
     let image = StoredImage::open(session.reader(), target)?;
     let (chosen, node, layers_unpacked) = merged(&image, opts, &session, progress)?;
     let root = session.commit_node(&node, &image.src())?;
-    let stats = session.reader().materialize(&root, dest, force, progress)?;
+    let stats = session.reader().materialize_with(
+        &root,
+        dest,
+        &MaterializeOptions {
+            force,
+            link: opts.link,
+        },
+        progress,
+    )?;
     Ok(Extracted {
         source: source(&chosen),
         layers_unpacked,

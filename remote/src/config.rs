@@ -58,6 +58,10 @@ pub struct Config {
     /// Refuse to pull a record without a valid signature by a trusted key.
     #[serde(default)]
     pub require_signatures: bool,
+    /// How `get` and `oci extract` make regular files when `--link` is not given: `auto`,
+    /// `reflink`, `hardlink` or `copy` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<cairn_store::LinkMode>,
     /// Named remotes.
     #[serde(default)]
     pub remotes: BTreeMap<String, RemoteConfig>,

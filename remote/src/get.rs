@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use cairn_store::{Key, MaterializeStats, Progress, ReadSession, Root, Store};
+use cairn_store::{Key, MaterializeOptions, MaterializeStats, Progress, ReadSession, Root, Store};
 
 use crate::config::TrustPolicy;
 use crate::connection::Remote;
@@ -184,14 +184,14 @@ pub async fn newest_remote(remote: &Remote, prefix: &str) -> Result<Option<Key>>
 }
 
 /// Restores `spec` into `dest` as `cairn get` does: resolved locally, or pulled first (see
-/// [`resolve_or_pull`]), then materialized under the same read session. A non-empty `dest`
-/// without `force` is refused before anything is downloaded.
+/// [`resolve_or_pull`]), then materialized under the same read session, as `opts` say. A
+/// non-empty `dest` without `opts.force` is refused before anything is downloaded.
 #[allow(clippy::too_many_arguments)]
 pub async fn get(
     store: &Store,
     spec: &str,
     dest: &Path,
-    force: bool,
+    opts: &MaterializeOptions,
     remotes: OpenRemotes<'_>,
     soft: bool,
     fallback: &[String],
@@ -199,14 +199,14 @@ pub async fn get(
 ) -> Result<(Resolved, MaterializeStats)> {
     // The common case (a tree root into a folder) is checked before any download; a file root
     // is checked when it is written.
-    if !force && dest.is_dir() {
-        cairn_store::check_dest_dir(dest, force)?;
+    if !opts.force && dest.is_dir() {
+        cairn_store::check_dest_dir(dest, opts.force)?;
     }
     let resolved = resolve_or_pull(store, spec, remotes, soft, fallback, progress).await?;
     let stats = tokio::task::block_in_place(|| {
         let stats = resolved
             .session
-            .materialize(&resolved.root, dest, force, progress)?;
+            .materialize_with(&resolved.root, dest, opts, progress)?;
         if let Some(k) = &resolved.key
             && let Err(e) = resolved.session.used(k)
         {

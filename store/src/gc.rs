@@ -58,6 +58,13 @@ pub struct GcReport {
     pub live_bytes: u64,
     /// The time budget ran out: some garbage files were left for the next run.
     pub incomplete: bool,
+    /// Checkout objects deleted: those of deleted blobs, unrecorded ones, leftover temp files,
+    /// or all of them with `--checkouts`.
+    pub checkouts_deleted: u64,
+    /// Their bytes (freed on disk only once no restored folder links to them).
+    pub checkout_bytes: u64,
+    /// Checkout objects kept.
+    pub checkouts_kept: u64,
 }
 
 /// What a gc run may remove besides unreachable objects.
@@ -65,6 +72,8 @@ pub struct GcReport {
 pub struct GcOptions {
     /// Count, delete nothing.
     pub dry_run: bool,
+    /// Also delete every checkout object (not only those of dead blobs and leftovers).
+    pub checkouts: bool,
     /// Retention rules (see [`policy`]); empty: no key is removed by policy.
     pub rules: Vec<Rule>,
     /// Evict least recently used keys while the store holds more than this many stored bytes,
@@ -80,7 +89,7 @@ pub struct GcOptions {
 
 impl Store {
     /// Removes the keys `opts` evicts, then deletes (or with `dry_run`, counts) everything no
-    /// key or live pin reaches, and expired pins.
+    /// key or live pin reaches, expired pins, and checkout objects as `opts` says.
     pub fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
         let _lock = self.lock(LockMode::Exclusive)?;
         let start = Instant::now();
@@ -154,6 +163,7 @@ impl Store {
         let (pack_files, pack_temps) =
             crate::packs::list(self.blobs.packs()).map_err(Error::io(self.blobs.packs()))?;
         report.temp_files = (temps.len() + fanout_temps.len() + pack_temps.len()) as u64;
+        self.gc_checkouts(opts, &live_blobs, &mut report)?;
         if dry_run {
             let plan = self.plan_packs(&pack_files, Some(&dead_set))?;
             report.packs_deleted = plan.dead.len() as u64;
@@ -245,6 +255,74 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Deletes the checkout objects of dead blobs, those without a row (left by a restore that
+    /// did not finish; never trusted without a re-hash anyway), strays and temp files, or with
+    /// `opts.checkouts` all of them: rows first, then files (a crash in between leaves files
+    /// without rows, which are re-hashed before use and deleted by the next gc).
+    fn gc_checkouts(
+        &self,
+        opts: &GcOptions,
+        live: &HashSet<Id>,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let root = self.dir().join(crate::checkout::CHECKOUTS_DIR);
+        let listed = crate::checkout::list(&root).map_err(Error::io(&root))?;
+        let rows = self.index.read(|r| r.all_checkouts())?;
+        let recorded: HashSet<(Id, String)> =
+            rows.iter().map(|(id, v, _)| (*id, v.clone())).collect();
+        let mut doomed_files = Vec::new();
+        let mut present = HashSet::new();
+        for item in listed {
+            match item {
+                crate::checkout::Listed::Object {
+                    id,
+                    variant,
+                    path,
+                    size,
+                    ..
+                } => {
+                    let key = (id, variant.name());
+                    if opts.checkouts || !live.contains(&id) || !recorded.contains(&key) {
+                        report.checkouts_deleted += 1;
+                        report.checkout_bytes += size;
+                        doomed_files.push(path);
+                    } else {
+                        report.checkouts_kept += 1;
+                        present.insert(key);
+                    }
+                }
+                crate::checkout::Listed::Other { path, size } => {
+                    report.checkout_bytes += size;
+                    doomed_files.push(path);
+                }
+            }
+        }
+        if opts.dry_run {
+            return Ok(());
+        }
+        let doomed_rows: Vec<(Id, String)> = rows
+            .into_iter()
+            .map(|(id, v, _)| (id, v))
+            .filter(|k| !present.contains(k))
+            .collect();
+        if !doomed_rows.is_empty() {
+            self.index.write(|w| {
+                for (id, variant) in &doomed_rows {
+                    w.remove_checkout(id, variant)?;
+                }
+                Ok(())
+            })?;
+        }
+        for p in doomed_files {
+            if p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                std::fs::remove_dir_all(&p).map_err(Error::io(&p))?;
+            } else {
+                remove_if_present(&p)?;
+            }
+        }
+        Ok(())
     }
 
     /// Which pack files hold no recorded blob (`dead`) and which hold less than half their size

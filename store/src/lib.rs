@@ -29,6 +29,8 @@
 mod archive;
 pub mod blobs;
 mod cat;
+mod checkout;
+mod disk_usage;
 mod error;
 mod export;
 mod gc;
@@ -36,6 +38,7 @@ mod id;
 mod index;
 pub mod ingest;
 mod key;
+mod link;
 pub mod lock;
 mod materialize;
 pub mod packs;
@@ -56,6 +59,7 @@ mod verify;
 pub mod walk;
 
 pub use archive::{TarOptions, TarTree};
+pub use disk_usage::{StoreUsage, Usage};
 pub use error::{Error, Result};
 pub use export::ArchiveFormat;
 pub use gc::{GcOptions, GcReport, StoreSize};
@@ -66,7 +70,8 @@ pub use key::{
     Attachment, AttachmentName, AttachmentNameError, Key, KeyError, KeyRecord, LogAction, LogEntry,
     MAX_ATTACHMENT_NAME_LEN, MAX_KEY_LEN, Root,
 };
-pub use materialize::{MaterializeStats, check_dest_dir};
+pub use link::LinkMode;
+pub use materialize::{MaterializeOptions, MaterializeStats, check_dest_dir};
 pub use pins::{Pin, PinTarget, TEMP_PIN_PREFIX, TEMP_PIN_TTL, TempPin};
 pub use progress::{NoProgress, Progress};
 pub use session::{ImportSession, ReadSession, StagedBlob};

@@ -5,6 +5,9 @@
 //! validated trees, so nothing lands outside the destination. Each file's content is hashed as
 //! it is written; a mismatch deletes the file and fails the whole operation, which then removes
 //! everything it created.
+//!
+//! With a link mode (see `link`), regular files are cloned from, or hardlinked to, the store's
+//! checkout objects (see `checkout`) instead of being written; the rest of the walk is the same.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -22,6 +25,7 @@ use crate::blobs::{Placement, copy_verified};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::key::Root;
+use crate::link::{LinkMode, Linker, Placed};
 use crate::progress::Progress;
 use crate::session::ReadSession;
 use crate::store::Store;
@@ -33,11 +37,28 @@ const MAX_QUEUED_FILES: usize = 4096;
 /// ...or while queued writes hold this many folder handles open.
 const MAX_OPEN_DIRS: usize = 256;
 
+/// How to materialize.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaterializeOptions {
+    /// Replace the contents of a non-empty destination.
+    pub force: bool,
+    /// How regular files are made (see [`LinkMode`]); a single-file root is always copied.
+    pub link: LinkMode,
+}
+
 /// What a materialize wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MaterializeStats {
     /// Regular files and hardlinks written.
     pub files: u64,
+    /// Regular files hardlinked to a checkout object.
+    pub linked: u64,
+    /// Regular files cloned (reflinked) from a checkout object.
+    pub cloned: u64,
+    /// Regular files whose content was written.
+    pub copied: u64,
+    /// Checkout objects this run made (or checked and recorded).
+    pub checkouts_made: u64,
     /// Directories created (the destination itself not counted).
     pub dirs: u64,
     /// Symlinks created.
@@ -46,7 +67,7 @@ pub struct MaterializeStats {
     pub specials: u64,
     /// Device nodes skipped because the process may not create them.
     pub skipped: u64,
-    /// Bytes of file content written.
+    /// Bytes of file content restored (written, cloned or linked).
     pub bytes: u64,
 }
 
@@ -83,8 +104,13 @@ struct Shared<'a> {
     /// The process umask, if known: files are created with their final mode when it keeps it.
     umask: Option<u32>,
     warned_xattr: AtomicBool,
+    /// Clones and links, when a link mode is on and DEST can have them.
+    linker: Option<Linker<'a>>,
+    /// The destination, as the user named it.
+    dest: &'a Path,
     bytes: AtomicU64,
     files: AtomicU64,
+    copied: AtomicU64,
     queued: AtomicUsize,
     open_dirs: AtomicUsize,
     failed: AtomicBool,
@@ -114,13 +140,30 @@ impl ReadSession {
         force: bool,
         progress: &dyn Progress,
     ) -> Result<MaterializeStats> {
+        let opts = MaterializeOptions {
+            force,
+            ..MaterializeOptions::default()
+        };
+        self.materialize_with(root, dest, &opts, progress)
+    }
+
+    /// [`ReadSession::materialize`] with options: `opts.link` clones or hardlinks regular files
+    /// from checkout objects (see [`LinkMode`]).
+    pub fn materialize_with(
+        &self,
+        root: &Root,
+        dest: &Path,
+        opts: &MaterializeOptions,
+        progress: &dyn Progress,
+    ) -> Result<MaterializeStats> {
         let store = &self.store;
+        let force = opts.force;
         match root {
             Root::File { id, executable } => store.materialize_file(*id, *executable, dest, force),
             Root::Tree { id } => {
                 let closure = self.closure(&[*root])?;
                 let created = prepare_dest_dir(dest, force)?;
-                let result = store.materialize_tree(*id, &closure, dest, progress);
+                let result = store.materialize_tree(*id, &closure, dest, opts.link, progress);
                 if result.is_err() {
                     if created {
                         let _ = std::fs::remove_dir_all(dest);
@@ -181,6 +224,7 @@ impl Store {
             .map_err(|e| Error::io(dest)(e.into()))?;
         Ok(MaterializeStats {
             files: 1,
+            copied: 1,
             bytes: n,
             ..Default::default()
         })
@@ -191,6 +235,7 @@ impl Store {
         id: Id,
         closure: &Closure,
         dest: &Path,
+        link: LinkMode,
         progress: &dyn Progress,
     ) -> Result<MaterializeStats> {
         let root_fd = open_dir_fd(dest)?;
@@ -202,6 +247,15 @@ impl Store {
                 rustix::process::getegid().as_raw(),
             )
         });
+        let linker = Linker::new(
+            self,
+            link,
+            &closure.trees,
+            &root_fd,
+            dest,
+            as_root,
+            default_owner,
+        )?;
         let sh = Shared {
             store: self,
             placements: self.placements(closure.blobs.iter().map(|(id, _)| *id))?,
@@ -209,8 +263,11 @@ impl Store {
             default_owner,
             umask: process_umask(),
             warned_xattr: AtomicBool::new(false),
+            linker,
+            dest,
             bytes: AtomicU64::new(0),
             files: AtomicU64::new(0),
+            copied: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
             open_dirs: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
@@ -240,6 +297,12 @@ impl Store {
             return Err(e);
         }
         cx.stats.files += sh.files.load(Ordering::Relaxed);
+        cx.stats.copied = sh.copied.load(Ordering::Relaxed);
+        if let Some(l) = &sh.linker {
+            cx.stats.checkouts_made = l.finish()?;
+            cx.stats.linked = l.linked.load(Ordering::Relaxed);
+            cx.stats.cloned = l.cloned.load(Ordering::Relaxed);
+        }
         cx.link_hardlinks()?;
         cx.fix_dirs()?;
         progress.finish();
@@ -258,6 +321,42 @@ fn process_umask() -> Option<u32> {
 
 impl Shared<'_> {
     fn write_file(&self, job: &FileJob) -> Result<()> {
+        let place = self.placements.get(&job.blob).copied();
+        if let Some(linker) = &self.linker {
+            let placed = linker.place(
+                &job.dir.fd,
+                &job.name,
+                &job.shown,
+                self.dest,
+                &job.blob,
+                job.size,
+                &job.meta,
+                place,
+            )?;
+            match placed {
+                Placed::Copy => {}
+                Placed::Linked => {
+                    self.placed(job.size);
+                    return Ok(());
+                }
+                Placed::Cloned(file) => {
+                    self.placed(job.size);
+                    return self.apply_meta_fd(&file, &job.meta, &job.shown, false);
+                }
+            }
+        }
+        self.copy_file(job, place)
+    }
+
+    /// Counts a file placed (linked or cloned) rather than copied.
+    fn placed(&self, size: u64) {
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.progress.advance(1);
+    }
+
+    /// Writes the file's content from the blob's stored copy, checking it against its id.
+    fn copy_file(&self, job: &FileJob, place: Option<crate::blobs::Placement>) -> Result<()> {
         let errno = |err: Errno| Error::io(&job.shown)(err.into());
         // Created with its final mode when the umask keeps it and no special bit needs to wait
         // for the chown; otherwise 0600 and fchmod after.
@@ -275,7 +374,6 @@ impl Shared<'_> {
         .map_err(errno)?;
         let file = File::from(fd);
         let mut w = BufWriter::with_capacity(IO_BUF_LEN, &file);
-        let place = self.placements.get(&job.blob).copied();
         let written = self
             .store
             .blobs
@@ -295,6 +393,7 @@ impl Shared<'_> {
             }
         }
         self.files.fetch_add(1, Ordering::Relaxed);
+        self.copied.fetch_add(1, Ordering::Relaxed);
         self.apply_meta_fd(&file, &job.meta, &job.shown, mode_now == final_mode)
     }
 

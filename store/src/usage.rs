@@ -12,7 +12,6 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::key::Key;
 use crate::session::ReadSession;
-use crate::store::Store;
 
 /// How stale a key's recorded last use may get before a read writes it again.
 pub const USAGE_RESOLUTION: Duration = Duration::from_secs(3600);
@@ -35,13 +34,12 @@ impl ReadSession {
             Ok(true)
         })
     }
-}
 
-impl Store {
     /// When each key starting with `prefix` was last read, for the keys whose reads were
     /// recorded (see [`ReadSession::used`]).
     pub fn last_used(&self, prefix: &str) -> Result<BTreeMap<String, u64>> {
         Ok(self
+            .store
             .index
             .read(|r| r.usage_under(prefix))?
             .into_iter()

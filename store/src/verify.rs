@@ -32,7 +32,7 @@ pub enum Fault {
 pub struct Problem {
     /// Corrupt or missing.
     pub fault: Fault,
-    /// `blob`, `tree` or `record` (a key's record).
+    /// `blob`, `tree`, `record` (a key's record) or `checkout` (a checkout object).
     pub object: &'static str,
     /// The object's id (none for a record).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,6 +55,10 @@ pub struct VerifyReport {
     pub trees: u64,
     /// Keys whose roots were checked.
     pub keys: u64,
+    /// Checkout objects re-hashed (those of the blobs checked).
+    pub checkouts: u64,
+    /// Their bytes.
+    pub checkout_bytes: u64,
     /// Everything wrong, sorted by id.
     pub problems: Vec<Problem>,
 }
@@ -293,9 +297,70 @@ impl ReadSession {
                 }),
             }
         }
+        self.verify_checkouts(&blob_rows, &mut report, &mut problems)?;
         problems.sort_by(|a, b| (&a.id, &a.key, &a.detail).cmp(&(&b.id, &b.key, &b.detail)));
         problems.dedup();
         report.problems = problems;
         Ok(report)
+    }
+}
+
+impl ReadSession {
+    /// Re-hashes the checkout objects of the blobs in `blob_rows` (those verified): a modified
+    /// one is reported as a corrupt `checkout` and its row dropped, so the next restore that
+    /// needs it hashes it again and replaces it; a row whose file is gone is dropped quietly
+    /// (objects are a cache).
+    fn verify_checkouts(
+        &self,
+        blob_rows: &HashMap<Id, (u64, Option<crate::blobs::Placement>)>,
+        report: &mut VerifyReport,
+        problems: &mut Vec<Problem>,
+    ) -> Result<()> {
+        use rayon::prelude::*;
+        let root = self.store.dir().join(crate::checkout::CHECKOUTS_DIR);
+        let rows: Vec<_> = self
+            .store
+            .index
+            .read(|r| r.all_checkouts())?
+            .into_iter()
+            .filter_map(|(id, v, row)| blob_rows.get(&id).map(|b| (id, b.0, v, row)))
+            .collect();
+        let checked: Vec<_> = rows
+            .par_iter()
+            .map(|(id, size, v, row)| crate::checkout::check_object(&root, id, *size, v, row))
+            .collect();
+        let mut dropped = Vec::new();
+        for ((id, _, v, _), c) in rows.into_iter().zip(checked) {
+            match c {
+                crate::checkout::Checked::Good(n) => {
+                    report.checkouts += 1;
+                    report.checkout_bytes += n;
+                }
+                crate::checkout::Checked::Gone => dropped.push((id, v)),
+                crate::checkout::Checked::Bad(detail) => {
+                    report.checkouts += 1;
+                    problems.push(Problem {
+                        fault: Fault::Corrupt,
+                        object: "checkout",
+                        id: Some(id),
+                        key: None,
+                        detail: format!(
+                            "{detail}; forgotten, so the next restore that needs it replaces it \
+                             from the stored copy"
+                        ),
+                    });
+                    dropped.push((id, v));
+                }
+            }
+        }
+        if !dropped.is_empty() {
+            self.store.index.write(|w| {
+                for (id, v) in &dropped {
+                    w.remove_checkout(id, v)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 }

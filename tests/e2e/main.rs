@@ -11,6 +11,7 @@ mod full_disk;
 mod hostile_archive;
 mod hostile_table;
 mod lifecycle;
+mod link;
 mod oci;
 mod oci_extract;
 mod real_tools;

@@ -23,12 +23,13 @@ use crate::error::Error;
 use crate::lock::wait_until;
 
 pub(crate) use reader::{DerivedRow, Reader, decode_tree, placement_of};
+pub(crate) use tables::CheckoutRow;
 pub(crate) use writer::Writer;
 
 /// Version of the on-disk layout recorded in `meta` under `layout`. Version 2 added pack files
 /// (the `packed` table); version 3 replaced tables tied to one kind of content with the generic
-/// `derived` and `aliases` tables; version 4 added `usage` (when each key was last read) and
-/// `pins` (temporary roots) (see `docs/format.md`).
+/// `derived` and `aliases` tables; version 4 added `usage` (when each key was last read),
+/// `pins` (temporary roots) and `checkouts` (checkout objects) (see `docs/format.md`).
 pub const LAYOUT_VERSION: &str = "4";
 
 /// Layout versions this binary upgrades to [`LAYOUT_VERSION`] on its first write: the tables
@@ -212,6 +213,7 @@ fn check_layout(txn: &redb::WriteTransaction) -> Result<(), Error> {
     txn.open_table(tables::ALIASES)?;
     txn.open_table(tables::USAGE)?;
     txn.open_table(tables::PINS)?;
+    txn.open_table(tables::CHECKOUTS)?;
     txn.open_table(tables::META)?
         .insert("layout", LAYOUT_VERSION)?;
     Ok(())

@@ -4,7 +4,8 @@
 use redb::{ReadTransaction, ReadableTable, TableError};
 
 use super::tables::{
-    ALIASES, BLOBS, DERIVED, DerivedKey, DerivedValue, KEY_LOG, KEYS, PACKED, PINS, TREES, USAGE,
+    ALIASES, BLOBS, CHECKOUTS, CheckoutKey, CheckoutRow, DERIVED, DerivedKey, DerivedValue,
+    KEY_LOG, KEYS, PACKED, PINS, TREES, USAGE,
 };
 use crate::blobs::{Encoding, Placement};
 use crate::error::{Error, Result};
@@ -44,6 +45,7 @@ pub(crate) struct Reader {
     aliases: Option<Ro<&'static str, Id32>>,
     usage: Option<Ro<&'static str, u64>>,
     pins: Option<Ro<&'static str, &'static [u8]>>,
+    checkouts: Option<Ro<CheckoutKey, CheckoutRow>>,
 }
 
 /// Opens a table that an older layout may lack (`None` then).
@@ -114,7 +116,7 @@ pub(crate) fn placement_of(
 
 /// The reads both [`Reader`] and [`super::Writer`] offer, written once over their table fields
 /// (`keys`, `key_log`, `blobs`, `trees`, and the optional `packed`, `derived`, `aliases`,
-/// `usage`, `pins`), which
+/// `usage`, `pins`, `checkouts`), which
 /// are read-only tables in one and writable tables of the same types in the other.
 macro_rules! read_methods {
     ($(#[$attr:meta])*) => {
@@ -371,6 +373,39 @@ macro_rules! read_methods {
             }
             Ok(out)
         }
+
+        /// The recorded checkout objects of blob `id`: (variant name, row).
+        $(#[$attr])*
+        pub(crate) fn checkouts_of(&self, id: &Id) -> Result<Vec<(String, CheckoutRow)>> {
+            let Some(t) = &self.checkouts else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for item in t.range((&id.0, "")..)? {
+                let (k, v) = item?;
+                let (blob, variant) = k.value();
+                if blob != &id.0 {
+                    break;
+                }
+                out.push((variant.to_string(), v.value()));
+            }
+            Ok(out)
+        }
+
+        /// Every `checkouts` row: (blob, variant name, row).
+        $(#[$attr])*
+        pub(crate) fn all_checkouts(&self) -> Result<Vec<(Id, String, CheckoutRow)>> {
+            let Some(t) = &self.checkouts else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for item in t.iter()? {
+                let (k, v) = item?;
+                let (blob, variant) = k.value();
+                out.push((Id(*blob), variant.to_string(), v.value()));
+            }
+            Ok(out)
+        }
     };
 }
 pub(super) use read_methods;
@@ -387,6 +422,7 @@ impl Reader {
             aliases: optional(txn, ALIASES)?,
             usage: optional(txn, USAGE)?,
             pins: optional(txn, PINS)?,
+            checkouts: optional(txn, CHECKOUTS)?,
         })
     }
 

@@ -31,11 +31,30 @@ pub(super) const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage
 /// Pin name → JSON [`crate::Pin`]: a root (or a key) gc keeps and eviction skips until the pin
 /// expires (temporary roots).
 pub(super) const PINS: TableDefinition<&str, &[u8]> = TableDefinition::new("pins");
+/// (blob id, variant name) → (size, mtime seconds, mtime nanoseconds, inode): a checkout
+/// object (`checkouts/`), recorded once it is complete, verified and durable, with what its
+/// `lstat` showed then (a file that no longer shows it was modified and is replaced).
+pub(super) const CHECKOUTS: TableDefinition<CheckoutKey, CheckoutRow> =
+    TableDefinition::new("checkouts");
+/// A `checkouts` key: (blob id, variant name).
+pub(super) type CheckoutKey = (&'static [u8; 32], &'static str);
+/// A `checkouts` value: (size, mtime seconds, mtime nanoseconds, inode).
+pub(crate) type CheckoutRow = (u64, i64, u32, u64);
 /// Store-wide settings, such as the layout version.
 pub(super) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// Names of every table of the current layout; an upgrade drops any other table (a cache or
 /// index an older layout kept, which the new one rebuilds on demand).
-pub(super) const ALL: [&str; 10] = [
-    "keys", "key_log", "blobs", "trees", "packed", "derived", "aliases", "usage", "pins", "meta",
+pub(super) const ALL: [&str; 11] = [
+    "keys",
+    "key_log",
+    "blobs",
+    "trees",
+    "packed",
+    "derived",
+    "aliases",
+    "usage",
+    "pins",
+    "checkouts",
+    "meta",
 ];

@@ -6,7 +6,8 @@ use super::reader::{
     BlobRow, DerivedRow, decode_pin, decode_record, decode_tree, placement_of, read_methods,
 };
 use super::tables::{
-    ALIASES, BLOBS, DERIVED, DerivedKey, DerivedValue, KEY_LOG, KEYS, PACKED, PINS, TREES, USAGE,
+    ALIASES, BLOBS, CHECKOUTS, CheckoutKey, CheckoutRow, DERIVED, DerivedKey, DerivedValue,
+    KEY_LOG, KEYS, PACKED, PINS, TREES, USAGE,
 };
 use crate::blobs::{Placement, StoredBlob};
 use crate::error::{Error, Result};
@@ -31,6 +32,7 @@ pub(crate) struct Writer<'t> {
     aliases: Option<Table<'t, &'static str, Id32>>,
     usage: Option<Table<'t, &'static str, u64>>,
     pins: Option<Table<'t, &'static str, &'static [u8]>>,
+    checkouts: Option<Table<'t, CheckoutKey, CheckoutRow>>,
 }
 
 impl<'t> Writer<'t> {
@@ -46,6 +48,7 @@ impl<'t> Writer<'t> {
             aliases: Some(txn.open_table(ALIASES)?),
             usage: Some(txn.open_table(USAGE)?),
             pins: Some(txn.open_table(PINS)?),
+            checkouts: Some(txn.open_table(CHECKOUTS)?),
         })
     }
 
@@ -252,5 +255,22 @@ impl<'t> Writer<'t> {
         }
         self.packed_mut().insert(&id.0, new)?;
         Ok(true)
+    }
+
+    fn checkouts_mut(&mut self) -> &mut Table<'t, CheckoutKey, CheckoutRow> {
+        self.checkouts.as_mut().expect("opened by Writer::new")
+    }
+
+    /// Records checkout object `variant` of blob `id` (replacing an earlier row: the object
+    /// was made again).
+    pub(crate) fn put_checkout(&mut self, id: &Id, variant: &str, row: CheckoutRow) -> Result<()> {
+        self.checkouts_mut().insert((&id.0, variant), row)?;
+        Ok(())
+    }
+
+    /// Deletes the row of checkout object `variant` of blob `id`.
+    pub(crate) fn remove_checkout(&mut self, id: &Id, variant: &str) -> Result<()> {
+        self.checkouts_mut().remove((&id.0, variant))?;
+        Ok(())
     }
 }
