@@ -274,7 +274,8 @@ fn auto_evict(g: &Global, store: &Store, wrote: bool, protect: &[Key]) -> Result
     }
     // Not fsynced: losing the stamp only costs an early check.
     let _ = std::fs::write(&stamp, b"");
-    let size = store.size()?;
+    // A read session: gc (which evicts) must not run while the size is read.
+    let size = store.read()?.size()?;
     let over = config.max_size.is_some_and(|cap| size.stored > cap)
         || config.min_free.is_some_and(|m| size.free < m);
     if !over {
@@ -308,11 +309,7 @@ fn mark_used(session: &cairn_store::ReadSession, target: &str) {
 
 /// The recorded last use of `key`.
 fn last_used_of(store: &Store, key: &Key) -> Result<Option<u64>> {
-    Ok(store
-        .read()?
-        .last_used(key.as_str())?
-        .get(key.as_str())
-        .copied())
+    Ok(store.last_used(key.as_str())?.get(key.as_str()).copied())
 }
 
 fn run(cli: Cli) -> Result<u8> {
@@ -340,7 +337,7 @@ fn run(cli: Cli) -> Result<u8> {
             };
             let store = open_store(g)?;
             if let Some(cap) = load_config(g)?.max_size {
-                let stored = store.size()?.stored;
+                let stored = store.read()?.size()?.stored;
                 if stored > cairn_store::policy::share(cap, HARD_LIMIT_PERCENT) {
                     tracing::warn!(
                         "store {} holds {stored} bytes, over {HARD_LIMIT_PERCENT}% of its max-size \
@@ -461,7 +458,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Ls { prefix } => {
             let store = open_store(g)?;
             let prefix = prefix.as_deref().unwrap_or("");
-            out.ls(&store.keys(prefix)?, &store.read()?.last_used(prefix)?)?;
+            out.ls(&store.keys(prefix)?, &store.last_used(prefix)?)?;
         }
         Command::Show { target, recursive } => {
             let store = open_store(g)?;

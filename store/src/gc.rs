@@ -25,6 +25,7 @@ use crate::index::{DerivedRow, Reader};
 use crate::key::Root;
 use crate::lock::LockMode;
 use crate::packs::{ENTRY_HEADER_LEN, PackId};
+use crate::session::ReadSession;
 use crate::store::Store;
 use crate::tree::EntryKind;
 use crate::walk::{self, Load};
@@ -581,12 +582,12 @@ pub struct StoreSize {
     pub free: u64,
 }
 
-impl Store {
+impl ReadSession {
     /// The store's size (one read of the `blobs` and `trees` tables) and free space.
     pub fn size(&self) -> Result<StoreSize> {
         Ok(StoreSize {
-            stored: self.index.read(stored_bytes)?,
-            free: free_bytes(self.dir())?,
+            stored: self.store.index.read(stored_bytes)?,
+            free: free_bytes(self.store.dir())?,
         })
     }
 }

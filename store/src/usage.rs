@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::key::Key;
 use crate::session::ReadSession;
+use crate::store::Store;
 
 /// How stale a key's recorded last use may get before a read writes it again.
 pub const USAGE_RESOLUTION: Duration = Duration::from_secs(3600);
@@ -34,12 +35,13 @@ impl ReadSession {
             Ok(true)
         })
     }
+}
 
+impl Store {
     /// When each key starting with `prefix` was last read, for the keys whose reads were
-    /// recorded (see [`ReadSession::used`]).
+    /// recorded (see [`ReadSession::used`]). Takes no lock, as [`Store::keys`] does not.
     pub fn last_used(&self, prefix: &str) -> Result<BTreeMap<String, u64>> {
         Ok(self
-            .store
             .index
             .read(|r| r.usage_under(prefix))?
             .into_iter()
