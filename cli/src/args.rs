@@ -399,33 +399,10 @@ pub struct RootfsSelect {
     pub paths: Vec<String>,
     /// Refuse a layer whose uncompressed tar exceeds this size (a decompression bomb);
     /// accepts K, M, G, T suffixes (powers of 1024)
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "32G")]
+    #[arg(long, value_name = "SIZE", value_parser = cairn_store::policy::parse_size, default_value = "32G")]
     pub max_layer_size: u64,
 }
 
 fn parse_platform(s: &str) -> Result<cairn_oci::Platform, String> {
     cairn_oci::Platform::parse(s)
-}
-
-/// Parses a byte count with an optional K, M, G or T suffix (powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => return Err(format!("invalid size {s:?}: unknown suffix {c:?}")),
-            };
-            (&t[..i], shift)
-        }
-        _ => (t, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected a number with an optional K/M/G/T"))?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("invalid size {s:?}: too large"))
 }
