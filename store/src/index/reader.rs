@@ -61,6 +61,27 @@ fn optional<K: redb::Key + 'static, V: redb::Value + 'static>(
 }
 /// Decodes a key record's JSON; an unreadable one is [`Error::CorruptRecord`], never taken for
 /// an absent key.
+/// Every row of `table` whose name starts with `prefix`, in name order, each turned into an `R`
+/// by `each` (the prefix scans of `keys`, `usage` and `pins`).
+pub(crate) fn rows_under<V, R>(
+    table: &impl ReadableTable<&'static str, V>,
+    prefix: &str,
+    mut each: impl FnMut(&str, V::SelfType<'_>) -> Result<R>,
+) -> Result<Vec<R>>
+where
+    V: redb::Value + 'static,
+{
+    let mut out = Vec::new();
+    for item in table.range(prefix..)? {
+        let (k, v) = item?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push(each(k.value(), v.value())?);
+    }
+    Ok(out)
+}
+
 pub(crate) fn decode_record(key: &str, bytes: &[u8]) -> Result<KeyRecord> {
     let rec: KeyRecord = serde_json::from_slice(bytes).map_err(|e| Error::CorruptRecord {
         key: key.to_string(),
@@ -132,15 +153,7 @@ macro_rules! read_methods {
         /// Every record whose key starts with `prefix`, in key order.
         $(#[$attr])*
         pub(crate) fn records(&self, prefix: &str) -> Result<Vec<KeyRecord>> {
-            let mut out = Vec::new();
-            for item in self.keys.range(prefix..)? {
-                let (k, v) = item?;
-                if !k.value().starts_with(prefix) {
-                    break;
-                }
-                out.push(decode_record(k.value(), v.value())?);
-            }
-            Ok(out)
+            rows_under(&self.keys, prefix, decode_record)
         }
 
         /// Every record, each decoded or with the reason it cannot be (for `verify`, which
@@ -322,15 +335,7 @@ macro_rules! read_methods {
             let Some(t) = &self.usage else {
                 return Ok(Vec::new());
             };
-            let mut out = Vec::new();
-            for item in t.range(prefix..)? {
-                let (k, v) = item?;
-                if !k.value().starts_with(prefix) {
-                    break;
-                }
-                out.push((k.value().to_string(), v.value()));
-            }
-            Ok(out)
+            rows_under(t, prefix, |k, at| Ok((k.to_string(), at)))
         }
 
         /// The pin called `name`, expired or not (gc's writer reads it; readers list pins).
@@ -349,15 +354,7 @@ macro_rules! read_methods {
             let Some(t) = &self.pins else {
                 return Ok(Vec::new());
             };
-            let mut out = Vec::new();
-            for item in t.range(prefix..)? {
-                let (k, v) = item?;
-                if !k.value().starts_with(prefix) {
-                    break;
-                }
-                out.push(decode_pin(k.value(), v.value())?);
-            }
-            Ok(out)
+            rows_under(t, prefix, decode_pin)
         }
 
         /// Every alias as (name, blob).

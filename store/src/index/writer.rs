@@ -4,6 +4,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::reader::{
     BlobRow, DerivedRow, decode_pin, decode_record, decode_tree, placement_of, read_methods,
+    rows_under,
 };
 use super::tables::{
     ALIASES, BLOBS, CHECKOUTS, CheckoutKey, CheckoutRow, DERIVED, DerivedKey, DerivedValue,
