@@ -575,22 +575,7 @@ impl Remote {
         }
         let mut attempt = 0;
         loop {
-            self.counters.puts.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .bytes_up
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            let r = self
-                .store
-                .put_opts(
-                    path,
-                    PutPayload::from_bytes(bytes.clone()),
-                    PutOptions {
-                        mode: PutMode::Overwrite,
-                        ..Default::default()
-                    },
-                )
-                .await;
-            match r {
+            match self.send_put(path, bytes.clone(), PutMode::Overwrite).await {
                 Ok(_) => return Ok(()),
                 Err(object_store::Error::Generic { .. })
                     if attempt < PUT_RESENDS.min(self.opts.retries) =>
@@ -654,22 +639,7 @@ impl Remote {
                 version: None,
             }),
         };
-        self.counters.puts.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .bytes_up
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let r = self
-            .store
-            .put_opts(
-                path,
-                PutPayload::from_bytes(bytes),
-                PutOptions {
-                    mode,
-                    ..Default::default()
-                },
-            )
-            .await;
-        match r {
+        match self.send_put(path, bytes, mode).await {
             Ok(r) => Ok(Conditional::Written(r.e_tag)),
             Err(
                 object_store::Error::AlreadyExists { .. }
@@ -680,6 +650,26 @@ impl Remote {
             }
             Err(e) => Err(self.request_err(path)(e)),
         }
+    }
+
+    /// One PUT request in `mode`, counted.
+    async fn send_put(
+        &self,
+        path: &Path,
+        bytes: Bytes,
+        mode: PutMode,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.counters.puts.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_up
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        self.store
+            .put_opts(path, PutPayload::from_bytes(bytes), opts)
+            .await
     }
 
     /// A writer that uploads in parts once the data outgrows one request.
