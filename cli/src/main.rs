@@ -353,9 +353,16 @@ fn run(cli: Cli) -> Result<u8> {
                 Input::Path(&path)
             };
             let (added, rec) = store.put(&key, input, &opts, labels, progress)?;
-            // Until this command ends, no other process's eviction removes the new key.
-            let _pin = store.temp_pin(&key)?;
-            let rec = match signing_key(g, sign.as_deref())? {
+            // While this command still signs or pushes the new key, no other process's eviction
+            // removes it. A plain put takes no pin: it is done with the key once it is bound, and
+            // a pin costs two index commits.
+            let signer = signing_key(g, sign.as_deref())?;
+            let _pin = if signer.is_some() || push.is_some() {
+                Some(store.temp_pin(&key)?)
+            } else {
+                None
+            };
+            let rec = match signer {
                 Some(sk) => store.add_signature(&rec, sk.sign(&rec))?,
                 None => rec,
             };
