@@ -161,6 +161,68 @@ fn matrix_umoci_layout_imports_and_extracts_as_umoci_unpacks_it() {
     );
 }
 
+/// `path`'s model line without what a linked extraction may change by design: the write bits of
+/// regular files (hardlinks to read-only checkout objects) and hardlink groups (paths with the
+/// same content and metadata share one object's inode).
+fn linked_view(line: &str) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let file = line.starts_with("file ");
+    for w in line.split(' ') {
+        if w.starts_with("links=") {
+            continue;
+        }
+        match w.strip_prefix("mode=") {
+            Some(m) if file => {
+                let mode = u32::from_str_radix(m, 8).unwrap();
+                words.push(format!("mode={:o}", mode & !0o222));
+            }
+            _ => words.push(w.to_string()),
+        }
+    }
+    words.join(" ")
+}
+
+#[test]
+fn matrix_umoci_image_extracts_the_same_with_link() {
+    assert!(
+        running_as_root(),
+        "the real-tools matrix runs as root (CI does)"
+    );
+    let m = matrix();
+    let form = m
+        .forms
+        .get("umoci")
+        .and_then(|f| f.first())
+        .expect("the matrix has a umoci form");
+    let env = Env::new();
+    let mut args = vec!["--json", "oci", "import", s(&form.path)];
+    args.extend(form.import_args.iter().map(String::as_str));
+    let imported: Value = serde_json::from_str(&env.ok(&args)).unwrap();
+    let key = imported["key"]
+        .as_str()
+        .expect("import prints its key")
+        .to_string();
+    // Twice: the first extraction makes the checkout objects, the second only links to them.
+    for round in 0..2 {
+        let dest = env.path(&format!("linked-{round}"));
+        let mut args = vec!["oci", "extract", key.as_str(), s(&dest), "--link=hardlink"];
+        args.extend(form.extract_args.iter().map(String::as_str));
+        let out = env.json(&args);
+        assert!(out["stats"]["linked"].as_u64().unwrap() > 0, "{out}");
+        let view = |m: BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.into_iter().map(|(k, v)| (k, linked_view(&v))).collect()
+        };
+        let want = view(model(&m.refs[form.image]));
+        let diffs = model_diffs(&want, &view(model(&dest)));
+        assert!(
+            diffs.is_empty(),
+            "round {round}: a linked extraction of umoci's image differs from umoci unpack:\n{}",
+            diffs.join("\n")
+        );
+    }
+    env.assert_verify_clean("after linked extractions of umoci's image");
+}
+
 #[test]
 fn matrix_buildah_forms_import_and_extract_as_umoci_unpacks_them() {
     check_tool("buildah");
