@@ -755,3 +755,81 @@ max-size = "20K"
     assert!(left.is_disjoint(&want));
     a.assert_verify_clean("after gc --policy");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Restore keys.
+
+on!(fallback_restores:
+    get_fallback_restores_the_newest_key_of_a_prefix_file => File,
+    get_fallback_restores_the_newest_key_of_a_prefix_s3 => S3,
+);
+
+/// `get --fallback PREFIX`: a key found nowhere restores the newest key starting with PREFIX,
+/// locally first, else from the remote (listing only that prefix); the prefixes are tried in
+/// order; none matching is `unknown key`, and nothing is written.
+fn fallback_restores(kind: Kind, test: &str) {
+    let Some(b) = Backend::new(kind, test) else {
+        return;
+    };
+    let a = Site::new();
+    let (old, new, other) = (a.env.path("old"), a.env.path("new"), a.env.path("other"));
+    small_files(&old, "old", 4, 1);
+    small_files(&new, "new", 4, 1);
+    small_files(&other, "other", 4, 1);
+    a.add("r", &b, &[]);
+    a.ok(&["put", "ci/main@1", s(&old)]);
+    a.json(&["push", "r", "ci/main@1"]);
+    // Later by creation (and, pushed later, on the remote too); a key of another prefix sorts
+    // after both.
+    std::thread::sleep(Duration::from_millis(1100));
+    a.ok(&["put", "ci/main@2", s(&new)]);
+    a.ok(&["put", "ci/other@9", s(&other)]);
+    a.json(&["push", "r", "ci/main@2", "ci/other@9"]);
+
+    let dest = a.env.path("local");
+    let line = a.ok(&[
+        "get",
+        "ci/main@3",
+        s(&dest),
+        "--offline",
+        "--fallback",
+        "ci/main@",
+    ]);
+    assert_eq!(line, "restored ci/main@2 (fallback for ci/main@3)");
+    assert_same_tree(&new, &dest, "local fallback");
+
+    // A fresh store finds it on the remote; a prefix nothing matches is skipped.
+    let c = Site::new();
+    c.add("r", &b, &[]);
+    let dest = c.env.path("pulled");
+    let v = c.json(&[
+        "get",
+        "ci/main@3",
+        s(&dest),
+        "--remote",
+        "r",
+        "--fallback",
+        "nope/",
+        "--fallback",
+        "ci/main@",
+    ]);
+    assert_eq!(v["key"], "ci/main@2", "{v}");
+    assert_eq!(v["fallback"], true, "{v}");
+    assert_same_tree(&new, &dest, "remote fallback");
+    c.env.assert_verify_clean("after a fallback pull");
+
+    let dest = c.env.path("none");
+    c.fails(
+        &[
+            "get",
+            "x@1",
+            s(&dest),
+            "--remote",
+            "r",
+            "--fallback",
+            "nope/",
+        ],
+        &["unknown key", "x@1"],
+    );
+    assert!(!dest.exists(), "a failed fallback wrote {}", dest.display());
+}
