@@ -780,6 +780,165 @@ max-size = "20K"
     a.assert_verify_clean("after gc --policy");
 }
 
+/// Size of each key's one incompressible file in the size-cap tests: a key stores a little
+/// more (its tree, the blob's frame), far less than the margins the tests leave (> 5 KB).
+const CAP_FILE: usize = 100_000;
+
+/// A source folder of `CAP_FILE` random bytes (and, for the race, a few small files).
+fn cap_source(site: &Site, name: &str, seed: u64, small: usize) -> std::path::PathBuf {
+    let d = site.env.path(&format!("src-{}", name.replace('/', "_")));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("f.bin"), crate::common::noise(CAP_FILE, seed)).unwrap();
+    if small > 0 {
+        small_files(&d.join("small"), name, small, 2);
+    }
+    d
+}
+
+/// `max-size` in the config: a `put` that takes the store over its cap evicts the least
+/// recently used keys (a read more than an hour after the last recorded one counts) down to
+/// 90 % of the cap, never the key it wrote; every key has been used within the last day, so
+/// only recency decides. Above 105 % of the cap, `put` warns, stores nothing and exits 0; `gc
+/// --policy` then enforces the cap.
+#[test]
+fn size_cap_evicts_least_recently_used_local() {
+    let a = Site::new();
+    let set_cap = |cap: u64| {
+        std::fs::write(a.env.path("config.toml"), format!("max-size = {cap}\n")).unwrap();
+    };
+    // 6 keys (~600.9 kB) fit in 650 kB; 7 do not, and 90 % (585 kB) holds 5.
+    set_cap(650_000);
+    let put_at = |key: &str, seed: u64, hours: u32| -> std::process::Output {
+        let src = cap_source(&a, key, seed, 0);
+        let out = faked(a.cmd(&["put", key, s(&src)]), &format!("+{hours}h"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "put {key}: {}", text(&out.stderr));
+        out
+    };
+    let keys = |site: &Site| -> BTreeSet<String> { site.keys().into_iter().collect() };
+    let names = |ks: &[&str]| -> BTreeSet<String> { ks.iter().map(|k| k.to_string()).collect() };
+    for i in 0..6u32 {
+        put_at(&format!("k/{i:02}"), 100 + u64::from(i), i);
+    }
+    assert_eq!(keys(&a).len(), 6, "evicted below the cap");
+    put_at("k/06", 106, 6);
+    assert_eq!(
+        keys(&a),
+        names(&["k/02", "k/03", "k/04", "k/05", "k/06"]),
+        "the two least recently used keys go"
+    );
+    // k/02, read 5 hours after it was made, is now more recent than k/03…k/06.
+    let out = faked(a.cmd(&["get", "k/02", s(&a.env.path("o-k02"))]), "+7h")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    put_at("k/07", 107, 8);
+    assert_eq!(keys(&a).len(), 6);
+    put_at("k/08", 108, 9);
+    assert_eq!(
+        keys(&a),
+        names(&["k/02", "k/05", "k/06", "k/07", "k/08"]),
+        "eviction ignored the read of k/02"
+    );
+    a.assert_verify_clean("after evictions");
+    let got = a.get("k/02", "o-k02-again");
+    assert_eq!(
+        std::fs::read(got.join("f.bin")).unwrap(),
+        crate::common::noise(CAP_FILE, 102)
+    );
+
+    // Over 105 % of a lowered cap (5 keys, ~500.7 kB > 493.5 kB): put warns and skips.
+    set_cap(470_000);
+    let out = put_at("k/09", 109, 10);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not caching k/09") && err.contains("max-size"),
+        "{err}"
+    );
+    assert!(!keys(&a).contains("k/09"), "a refused put bound its key");
+    // gc --policy enforces the cap: down to 423 kB, 4 keys; k/05 is now the least recent.
+    let v = a.json(&["gc", "--policy"]);
+    let removed: BTreeSet<String> = v["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(removed, names(&["k/05"]), "{v}");
+    assert_eq!(v["removed"][0]["reason"], "store-size", "{v}");
+    a.assert_verify_clean("after gc --policy");
+}
+
+/// Evictions (each `put` over the cap) racing 8 processes that restore the keys being evicted:
+/// every `get` either restores its key exactly or fails naming it as unknown and writes
+/// nothing; no `put` fails waiting for the lock, and the store stays clean.
+#[test]
+fn eviction_racing_8_gets_never_breaks_a_restore_local() {
+    let a = Site::new();
+    // 6 keys fit; every put after the sixth evicts.
+    std::fs::write(a.env.path("config.toml"), "max-size = 650_000\n").unwrap();
+    let hot: Vec<(String, std::path::PathBuf)> = (0..5u64)
+        .map(|i| {
+            let key = format!("hot/{i}");
+            let src = cap_source(&a, &key, 200 + i, 40);
+            a.ok(&["put", &key, s(&src)]);
+            (key, src)
+        })
+        .collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (restored, refused) = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..8usize)
+            .map(|t| {
+                let (a, hot, stop) = (&a, &hot, &stop);
+                scope.spawn(move || {
+                    let (mut ok, mut gone) = (0u32, 0u32);
+                    let mut n = 0usize;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let (key, src) = &hot[(t + n) % hot.len()];
+                        let dest = a.env.path(&format!("out-{t}-{n}"));
+                        n += 1;
+                        let out = a.run(&["get", key, s(&dest)]);
+                        if out.status.success() {
+                            assert_same_tree(src, &dest, &format!("reader {t}: {key}"));
+                            ok += 1;
+                        } else {
+                            let err = text(&out.stderr);
+                            assert!(
+                                err.contains(&format!("unknown key {key}")),
+                                "reader {t}: get {key}: {err}"
+                            );
+                            assert!(!dest.exists(), "a failed get of {key} left {dest:?}");
+                            gone += 1;
+                        }
+                        let _ = std::fs::remove_dir_all(&dest);
+                    }
+                    (ok, gone)
+                })
+            })
+            .collect();
+        for i in 0..8u64 {
+            let key = format!("new/{i}");
+            let src = cap_source(&a, &key, 300 + i, 0);
+            a.ok(&["put", &key, s(&src)]);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        readers
+            .into_iter()
+            .map(|r| r.join().unwrap())
+            .fold((0, 0), |(x, y), (o, g)| (x + o, y + g))
+    });
+    let left: BTreeSet<String> = a.keys().into_iter().collect();
+    assert!(left.len() <= 6, "over the cap: {left:?}");
+    // Both outcomes happened: restores, and refusals of keys evicted meanwhile.
+    assert!(restored > 0, "no get restored anything ({refused} refused)");
+    assert!(
+        refused > 0,
+        "no get met an evicted key ({restored} restored): {left:?}"
+    );
+    a.assert_verify_clean("after evictions racing gets");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Restore keys.
 
