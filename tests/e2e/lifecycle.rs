@@ -638,6 +638,113 @@ fn kill_9_during_remote_gc_s3() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Retention on a remote.
+
+on!(remote_policy:
+    remote_gc_policy_counts_pulls_as_uses_file => File,
+    remote_gc_policy_counts_pulls_as_uses_s3 => S3,
+);
+
+/// `remote gc --policy` with the remote's own rules: a key pulled by another machine (its usage
+/// object written by the pull) counts as used, the newest key of a prefix stays, keys no rule
+/// matches stay; the removed keys' records and usage objects go at once (a dry run lists the
+/// same and changes nothing), their units are tombstoned in the same run and deleted by the
+/// next one a grace period later; the survivors restore elsewhere.
+fn remote_policy(kind: Kind, test: &str) {
+    let Some(b) = Backend::new(kind, test) else {
+        return;
+    };
+    let a = Site::new();
+    a.add("r", &b, &[]);
+    let mut units = std::collections::BTreeMap::new();
+    for k in ["p/00", "p/01", "p/02", "p/03", "q/00"] {
+        let src = a.env.path(&format!("src-{}", k.replace('/', "_")));
+        small_files(&src, k, 6, 1);
+        a.ok(&["put", k, s(&src)]);
+        a.json(&["push", "r", k]);
+        units.insert(k, record_units(&b, k));
+    }
+    let mut config = std::fs::read_to_string(a.env.path("config.toml")).unwrap();
+    // Global rules would remove everything unused for a second: the remote's rules win.
+    config.push_str("\n[[retention]]\nmatch = \"**\"\nmax-age-unused = \"1s\"\n");
+    config.push_str("\n[[remotes.r.retention]]\nmatch = \"p/\"\nmax-age-unused = \"5s\"\n");
+    std::fs::write(a.env.path("config.toml"), config).unwrap();
+    // Object stores stamp to the second and gc reads their clock: p/02 (pushed before these
+    // 6.3 s) is then more than 5 s unused, p/01 (pulled below, a few seconds before gc) less.
+    for _ in 0..3 {
+        next_seconds();
+    }
+    // Another machine pulls p/01: the pull records its use on the remote.
+    let c = Site::new();
+    c.add("r", &b, &[]);
+    c.ok(&["pull", "r", "p/01"]);
+    assert!(
+        b.read("usage/p/01.used").is_some(),
+        "the pull wrote no usage"
+    );
+
+    let want: BTreeSet<String> = ["p/00", "p/02"].map(String::from).into();
+    let removed = |v: &Value| -> BTreeSet<String> {
+        v["removed"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let dry = rgc(&a, "r", &["--policy", "--dry-run", "--grace", "1s"]);
+    assert_eq!(removed(&dry), want, "{dry}");
+    assert!(
+        b.read("keys/p/00.key").is_some(),
+        "a dry run removed a record"
+    );
+    let r = rgc(&a, "r", &["--policy", "--grace", "1s"]);
+    assert_eq!(removed(&r), want, "{r}");
+    assert!(
+        r["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["reason"] == "max-age-unused"),
+        "{r}"
+    );
+    for k in &want {
+        assert!(
+            b.read(&format!("keys/{k}.key")).is_none(),
+            "{k}: record left"
+        );
+        assert!(
+            b.read(&format!("usage/{k}.used")).is_none(),
+            "{k}: usage left"
+        );
+    }
+    let dead: BTreeSet<String> = want
+        .iter()
+        .flat_map(|k| units[k.as_str()].clone())
+        .collect();
+    assert_eq!(set(&r["tombstoned"]), dead, "{r}");
+    next_seconds();
+    let r2 = rgc(&a, "r", &["--grace", "1s"]);
+    assert_eq!(set(&r2["deleted"]), dead, "{r2}");
+    for u in &dead {
+        for o in unit_objects(u) {
+            assert!(b.read(&o).is_none(), "{o} left after the sweep");
+        }
+    }
+    let d = Site::new();
+    d.add("r", &b, &[]);
+    for k in ["p/01", "p/03", "q/00"] {
+        let got = d.get(k, &format!("out-{}", k.replace('/', "_")));
+        assert_same_tree(
+            &a.env.path(&format!("src-{}", k.replace('/', "_"))),
+            &got,
+            k,
+        );
+    }
+    d.ok(&["verify", "--remote", "r", "p/01", "p/03", "q/00"]);
+}
+
+// ---------------------------------------------------------------------------------------------
 // rm --remote.
 
 /// `rm --remote` deletes records (and usage objects); an absent key fails the whole command
