@@ -421,4 +421,112 @@ mod tests {
         pinned[0].pinned = true;
         assert_eq!(removed(&[capped(100)], &pinned, 100), vec!["a/2"]);
     }
+
+    /// A synthetic history of 1,000 keys under four rules (the first match wins; `tmp/` has
+    /// none), with the survivors written out by hand from the rules, not computed by them.
+    #[test]
+    fn a_history_of_a_thousand_keys() {
+        const DAY: u64 = 86_400;
+        const HOUR: u64 = 3_600;
+        let now = 100 * DAY;
+        let mut keys = Vec::new();
+        // main/: 300 builds, one every 0.3 days; main/0005 is pinned.
+        for i in 0..300u64 {
+            let mut k = info(
+                &format!("main/{i:04}"),
+                i * 3 * DAY / 10,
+                i * 3 * DAY / 10,
+                1,
+            );
+            k.pinned = i == 5;
+            keys.push(k);
+        }
+        // pr/N/C: 50 pull requests (opened on day 40 + N) of 8 commits (an hour apart); the
+        // fourth commit of every tenth pull request was read on day 97.
+        for n in 0..50u64 {
+            for c in 0..8u64 {
+                let created = (40 + n) * DAY + c * HOUR;
+                let used = if n % 10 == 0 && c == 3 {
+                    97 * DAY
+                } else {
+                    created
+                };
+                keys.push(info(&format!("pr/{n}/c{c}"), created, used, 1));
+            }
+        }
+        // nightly/: 200 images of 10 MB, one every 0.4 days; nightly/0010 was read on day 99.
+        for i in 0..200u64 {
+            let created = i * 4 * DAY / 10;
+            let used = if i == 10 { 99 * DAY } else { created };
+            keys.push(info(&format!("nightly/{i:04}"), created, used, 10_000_000));
+        }
+        // tmp/: 100 keys no rule matches.
+        for i in 0..100u64 {
+            keys.push(info(&format!("tmp/{i:03}"), 0, 0, 1));
+        }
+        assert_eq!(keys.len(), 1000);
+        let rules = [
+            Rule {
+                keep_last: Some(20),
+                ..rule("main/")
+            },
+            // Pull requests 1 and 10-19 keep everything (and the next rule never sees them).
+            Rule {
+                keep_last: Some(8),
+                ..rule("pr/1*/**")
+            },
+            Rule {
+                max_age_unused: Some(Duration::from_secs(7 * DAY)),
+                ..rule("pr/")
+            },
+            Rule {
+                max_size: Some(500_000_000),
+                ..rule("nightly/*")
+            },
+        ];
+        let removals = apply(&rules, &keys, now);
+
+        let mut survivors: Vec<String> = Vec::new();
+        // main/: the 20 newest and the pinned one.
+        survivors.extend((280..300).map(|i| format!("main/{i:04}")));
+        survivors.push("main/0005".into());
+        // pr/: all of 1 and 10-19; of the others (every commit older than 7 days) the newest
+        // commit, and the fourth commit of 0, 20, 30 and 40.
+        for n in 0..50u64 {
+            if n == 1 || (10..20).contains(&n) {
+                survivors.extend((0..8).map(|c| format!("pr/{n}/c{c}")));
+            } else {
+                survivors.push(format!("pr/{n}/c7"));
+                if n % 10 == 0 {
+                    survivors.push(format!("pr/{n}/c3"));
+                }
+            }
+        }
+        // nightly/: 2 GB over a 500 MB cap, down to 450 MB: 45 images, the read one and the
+        // 44 newest.
+        survivors.push("nightly/0010".into());
+        survivors.extend((156..200).map(|i| format!("nightly/{i:04}")));
+        survivors.extend((0..100).map(|i| format!("tmp/{i:03}")));
+        survivors.sort();
+        assert_eq!(survivors.len(), 21 + 88 + 39 + 4 + 45 + 100);
+
+        let gone: HashSet<&str> = removals.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(gone.len(), removals.len(), "a key removed twice");
+        let mut kept: Vec<String> = keys
+            .iter()
+            .map(|k| k.key.to_string())
+            .filter(|k| !gone.contains(k.as_str()))
+            .collect();
+        kept.sort();
+        assert_eq!(kept, survivors);
+        for r in &removals {
+            let want = match r.key.as_str().split('/').next() {
+                Some("main") => Reason::KeepLast,
+                Some("pr") => Reason::MaxAgeUnused,
+                Some("nightly") => Reason::MaxSize,
+                _ => panic!("{} removed", r.key),
+            };
+            assert_eq!(r.reason, want, "{}", r.key);
+        }
+    }
 }
