@@ -35,6 +35,9 @@ Fault configuration (a JSON object; every key optional):
   methods        list   only requests with these methods are eligible, e.g.
                         ["PUT"] (default: all methods)
   path_regex     str    only requests whose path+query matches (re.search)
+  body_regex     str    only requests whose body (read whole first; bodies up to 1 MiB
+                        with a Content-Length, else never eligible) matches, e.g.
+                        "gc/lease" to pick one key of an S3 multi-object delete
   error_status   int    status for error faults (default 503)
   error_first    int    the first N eligible requests get an error fault
   error_prob     float  afterwards each eligible request gets one with this
@@ -95,6 +98,7 @@ CONFIG_KEYS = {
     "seed": int,
     "methods": list,
     "path_regex": str,
+    "body_regex": str,
     "error_status": int,
     "error_first": int,
     "error_prob": float,
@@ -126,9 +130,11 @@ class Faults:
         if cfg.get("stall_when", "before") not in ("before", "mid_body"):
             raise ValueError("stall_when must be before|mid_body")
         regex = re.compile(cfg["path_regex"]) if cfg.get("path_regex") else None
+        body_regex = re.compile(cfg["body_regex"].encode()) if cfg.get("body_regex") else None
         with self.lock:
             self.cfg = cfg
             self.regex = regex
+            self.body_regex = body_regex
             self.rng = random.Random(cfg.get("seed", 0))
             self.counters = dict(
                 requests=0, eligible=0, errors=0, resets=0, stalls=0, forwarded=0, upstream_errors=0
@@ -142,8 +148,13 @@ class Faults:
         with self.lock:
             self.counters[key] += 1
 
-    def decide(self, method, path):
-        """Returns (index or None, fault dict) for one incoming request."""
+    def wants_body(self):
+        with self.lock:
+            return self.body_regex is not None
+
+    def decide(self, method, path, body=None):
+        """Returns (index or None, fault dict) for one incoming request (`body`: the whole
+        body when it was read first, for body_regex)."""
         with self.lock:
             c = self.cfg
             self.counters["requests"] += 1
@@ -151,6 +162,8 @@ class Faults:
             if methods and method.upper() not in [m.upper() for m in methods]:
                 return None, {}
             if self.regex and not self.regex.search(path):
+                return None, {}
+            if self.body_regex and (body is None or not self.body_regex.search(body)):
                 return None, {}
             i = self.counters["eligible"]
             self.counters["eligible"] += 1
@@ -181,6 +194,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def setup(self):
         super().setup()
         self.upstream = None
+        self.buffered = None
+        self.continued = False
 
     def finish(self):
         try:
@@ -212,7 +227,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         raise ResetConnection()
 
     def body_chunks(self):
-        """Yields the client's request body (content-length or chunked), streaming."""
+        """Yields the client's request body (content-length or chunked), streaming; or the
+        body read whole before (body_regex)."""
+        if self.buffered is not None:
+            body, self.buffered = self.buffered, None
+            if body:
+                yield body
+            return
         te = self.headers.get("Transfer-Encoding", "")
         if "chunked" in te.lower():
             while True:
@@ -248,6 +269,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         ) > 0
 
     def continue_if_expected(self):
+        if self.continued:
+            return
+        self.continued = True
         if self.headers.get("Expect", "").lower() == "100-continue":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.wfile.flush()
@@ -265,6 +289,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # ---- dispatch -------------------------------------------------------
     def do_any(self):
+        self.buffered = None
+        self.continued = False
         try:
             if urllib.parse.urlsplit(self.path).path.rstrip("/") == "/__faults":
                 return self.control()
@@ -296,7 +322,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def proxy(self):
         faults = self.server.faults
-        idx, f = faults.decide(self.command, self.path)
+        body = None
+        length = self.headers.get("Content-Length")
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        if faults.wants_body() and not chunked and length is not None and int(length) <= 1 << 20:
+            self.continue_if_expected()
+            body = b"".join(self.body_chunks())
+            self.buffered = body
+        idx, f = faults.decide(self.command, self.path, body)
         tag = "" if idx is None else f" #{idx}"
         if f:
             self.log_message('"%s"%s fault %s', self.requestline, tag, f)

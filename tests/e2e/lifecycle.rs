@@ -349,6 +349,121 @@ fn push_paused_across_mark_and_sweep_keeps_its_key_s3() {
     assert_same_tree(&src, &got, test);
 }
 
+/// Eight machines push, round after round, keys whose files are those of a key they pushed
+/// before and then removed (so their ledgers place them in packs no record names: the packs a
+/// gc has tombstoned when they start, and deletes while they run), and remove every other key
+/// again, while remote gcs (grace 3 s) mark and sweep back to back. Every push succeeds, and
+/// pushes do upload again what the ledger placed in tombstoned packs; at the end, after two
+/// more gcs a grace apart, every key still bound passes `verify --remote` and restores exactly
+/// on a fresh machine.
+#[test]
+fn gc_racing_8_pushers_that_reuse_old_packs_s3() {
+    let test = "gc_racing_8_pushers_that_reuse_old_packs_s3";
+    let Some(b) = Backend::new(Kind::S3, test) else {
+        return;
+    };
+    const PUSHERS: usize = 8;
+    const ROUNDS: usize = 5;
+    let sites: Vec<Site> = (0..PUSHERS)
+        .map(|p| {
+            let site = Site::new();
+            site.add("r", &b, &[]);
+            let base = site.env.path("base");
+            small_files(&base, &format!("pusher {p}"), 30, 3);
+            site.ok(&["put", &format!("old/{p}"), s(&base)]);
+            site.json(&["push", "r", &format!("old/{p}")]);
+            site.ok(&["rm", "--remote", "r", &format!("old/{p}")]);
+            site
+        })
+        .collect();
+    let g = Site::new();
+    g.add("r", &b, &[]);
+    next_seconds();
+    next_seconds();
+    // The old packs are tombstoned before the pushers start.
+    let first = rgc(&g, "r", &["--grace", "3s"]);
+    assert!(!set(&first["tombstoned"]).is_empty(), "{first}");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (bound, again, gcs) = std::thread::scope(|scope| {
+        let gc = scope.spawn(|| {
+            let mut runs = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                runs.push(rgc(&g, "r", &["--grace", "3s"]));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            runs
+        });
+        let pushers: Vec<_> = sites
+            .iter()
+            .enumerate()
+            .map(|(p, site)| {
+                scope.spawn(move || {
+                    let (mut kept, mut again) = (Vec::new(), 0);
+                    for round in 0..ROUNDS {
+                        let src = site.env.path(&format!("src-{round}"));
+                        // The old key's files again (`small_files` is deterministic).
+                        small_files(&src, &format!("pusher {p}"), 30, 3);
+                        std::fs::write(src.join("own"), format!("pusher {p} round {round}"))
+                            .unwrap();
+                        let key = format!("new/{p}/{round}");
+                        site.ok(&["put", &key, s(&src)]);
+                        let out = site.run(&["-v", "push", "r", &key]);
+                        let err = text(&out.stderr);
+                        assert!(out.status.success(), "push {key}: {err}");
+                        again += usize::from(err.contains("uploading them again"))
+                            + usize::from(err.contains("uploading their objects again"));
+                        if round % 2 == 1 {
+                            site.ok(&["rm", "--remote", "r", &key]);
+                        } else {
+                            kept.push((key, src));
+                        }
+                        std::thread::sleep(Duration::from_millis(400 * (p as u64 % 4)));
+                    }
+                    (kept, again)
+                })
+            })
+            .collect();
+        let mut bound: Vec<(String, std::path::PathBuf)> = Vec::new();
+        let mut again = 0;
+        for h in pushers {
+            let (kept, n) = h.join().unwrap();
+            bound.extend(kept);
+            again += n;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (bound, again, gc.join().unwrap())
+    });
+    let swept: usize = gcs.iter().map(|r| set(&r["deleted"]).len()).sum();
+    let marked: usize = gcs.iter().map(|r| set(&r["tombstoned"]).len()).sum();
+    assert!(
+        again >= PUSHERS,
+        "only {again} pushes uploaded again what tombstoned packs held ({} gcs, {marked} \
+         units tombstoned, {swept} deleted)",
+        gcs.len()
+    );
+    // Two more gcs a grace apart finish what was marked meanwhile.
+    std::thread::sleep(Duration::from_millis(3100));
+    rgc(&g, "r", &["--grace", "3s"]);
+    std::thread::sleep(Duration::from_millis(3100));
+    let last = rgc(&g, "r", &["--grace", "3s"]);
+    let c = Site::new();
+    c.add("r", &b, &[]);
+    let keys: Vec<&str> = bound.iter().map(|(k, _)| k.as_str()).collect();
+    let mut args = vec!["verify", "--remote", "r"];
+    args.extend(&keys);
+    let out = c.run(&args);
+    assert!(
+        out.status.success(),
+        "verify --remote after {} gcs ({marked} units tombstoned, {swept} deleted; last: {last}): {}",
+        gcs.len(),
+        text(&out.stderr)
+    );
+    for (k, src) in &bound {
+        let got = c.get(k, &format!("out-{}", k.replace('/', "_")));
+        assert_same_tree(src, &got, k);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Lease, clock, conditional puts.
 
@@ -503,12 +618,16 @@ fn gc_without_conditional_puts_needs_exclusive_s3() {
 // ---------------------------------------------------------------------------------------------
 // kill -9.
 
-/// A gc killed during its mark (a tombstone PUT stalled) and one killed during its sweep (a
-/// DELETE stalled): each time `verify --remote` of the live keys is clean, and the next gc
-/// (taking over the dead gc's lease) finishes the job.
+/// A remote gc killed at each of its steps in turn, each time while the proxy stalls that
+/// step's first request (which the proxy still forwards when the stall ends, as a server may
+/// act on a dead client's last request): taking the lease, writing the grace marker, reading
+/// a record, deleting a record (policy), writing a tombstone, deleting a pack's index, its
+/// pack, a tombstone, and releasing the lease. After each kill `verify --remote` of the live
+/// keys is clean; the next gc takes over the dead gc's lease and goes on; two more runs finish
+/// the job: every dead unit and tombstone gone, the live keys restorable.
 #[test]
-fn kill_9_during_remote_gc_s3() {
-    let test = "kill_9_during_remote_gc_s3";
+fn kill_9_at_each_step_of_remote_gc_s3() {
+    let test = "kill_9_at_each_step_of_remote_gc_s3";
     let Some(b) = Backend::new(Kind::S3, test) else {
         return;
     };
@@ -516,21 +635,31 @@ fn kill_9_during_remote_gc_s3() {
     a.add("r", &b, &[]);
     let mut dead = BTreeSet::new();
     let mut live_keys = Vec::new();
-    for i in 0..6 {
+    for (i, key) in ["x/0", "x/1", "x/2", "x/3", "x/4", "x/5", "gone/0", "gone/1"]
+        .into_iter()
+        .enumerate()
+    {
         let src = a.env.path(&format!("src{i}"));
         small_files(&src, &format!("kill{i}"), 12, 1);
-        let key = format!("x/{i}");
-        a.ok(&["put", &key, s(&src)]);
-        a.json(&["push", "r", &key]);
+        a.ok(&["put", key, s(&src)]);
+        a.json(&["push", "r", key]);
+        if i < 4 || key.starts_with("gone/") {
+            dead.extend(record_units(&b, key));
+        }
         if i < 4 {
-            dead.extend(record_units(&b, &key));
-            a.ok(&["rm", "--remote", "r", &key]);
-        } else {
-            live_keys.push(key);
+            a.ok(&["rm", "--remote", "r", key]);
+        } else if !key.starts_with("gone/") {
+            live_keys.push(key.to_string());
         }
     }
     let faults = Faults::new(&b);
     a.add_via("slow", &b, &b.options_via(&faults.endpoint), &[]);
+    // The policy removes gone/0 and gone/1.
+    let mut config = std::fs::read_to_string(a.env.path("config.toml")).unwrap();
+    config.push_str(
+        "\n[[retention]]\nmatch = \"gone/\"\nmax-age-unused = \"1s\"\nkeep-newest = false\n",
+    );
+    std::fs::write(a.env.path("config.toml"), config).unwrap();
     let check = |what: &str| {
         let mut args = vec!["verify", "--remote", "r"];
         args.extend(live_keys.iter().map(String::as_str));
@@ -539,101 +668,92 @@ fn kill_9_during_remote_gc_s3() {
     };
     next_seconds();
 
-    // Mark, killed: its first tombstone PUT stalls.
-    faults.set(json!({
-        "methods": ["PUT"],
-        "path_regex": path_regex(&b, "gc/tombstones/"),
-        "stall_prob": 1.0,
-        "stall_seconds": 3.0,
-    }));
-    let mut gc = a.spawn(&["remote", "gc", "slow", "--grace", "1s"]);
-    wait_for_stall(&faults, &mut gc, "gc (mark)");
-    gc.kill().unwrap();
-    let st = gc.wait().unwrap();
-    assert_eq!(
-        st.signal(),
-        Some(9),
-        "mark: the gc finished before the kill"
-    );
-    assert!(
-        b.read("gc/lease").is_some(),
-        "mark: killed after releasing the lease"
-    );
-    faults.clear();
-    // The proxy still forwards the stalled create-only PUT when its stall ends, as a server
-    // may still act on a dead client's last request. Let it land now: landing after the
-    // sweeps below, it would re-create the tombstone of a unit already deleted (harmless: a
-    // later gc drops a tombstone without a unit), and the end state would depend on timing.
-    std::thread::sleep(Duration::from_secs(4));
-    check("after a kill during the mark");
-    let r = rgc(&a, "r", &["--grace", "1s"]);
-    let marked: BTreeSet<String> = set(&r["tombstoned"]);
-    assert!(marked.is_subset(&dead), "{r}");
-    // Every dead unit is now tombstoned, or already swept: the dead gc's late tombstone is
-    // older than the 1 s grace when the rerun lists it.
-    let tomb: BTreeSet<String> = b
-        .list("gc/tombstones")
-        .iter()
-        .map(|t| {
-            let (kind, hex) = t
-                .strip_prefix("gc/tombstones/")
-                .unwrap()
-                .split_once('/')
-                .unwrap();
-            format!("{} blake3:{hex}", kind.trim_end_matches('s'))
-        })
-        .collect();
-    let swept = set(&r["deleted"]);
-    assert!(tomb.is_disjoint(&swept), "{r}");
-    assert_eq!(
-        tomb.union(&swept).cloned().collect::<BTreeSet<_>>(),
-        dead,
-        "not every dead unit tombstoned or swept: {r}"
-    );
+    let deleting =
+        |what: &str| json!({"methods": ["POST"], "path_regex": r"\?delete", "body_regex": what});
+    let p = &b.prefix;
+    let steps: Vec<(&str, Value)> = vec![
+        (
+            "taking the lease",
+            json!({"methods": ["PUT"], "path_regex": path_regex(&b, "gc/lease$")}),
+        ),
+        (
+            "writing the grace marker",
+            json!({"methods": ["PUT"], "path_regex": path_regex(&b, "gc/grace-")}),
+        ),
+        (
+            "reading a record",
+            json!({"methods": ["GET"], "path_regex": path_regex(&b, r"keys/.*\.key$")}),
+        ),
+        ("deleting a record", deleting(&format!("{p}/keys/gone/"))),
+        (
+            "writing a tombstone",
+            json!({"methods": ["PUT"], "path_regex": path_regex(&b, "gc/tombstones/")}),
+        ),
+        (
+            "deleting a pack index",
+            deleting(&format!(r"{p}/packs/.*\.idx<")),
+        ),
+        (
+            "deleting a pack",
+            deleting(&format!(r"{p}/packs/.*\.pack<")),
+        ),
+        (
+            "deleting a tombstone",
+            deleting(&format!("{p}/gc/tombstones/")),
+        ),
+        ("releasing the lease", deleting(&format!("{p}/gc/lease<"))),
+    ];
+    for (what, mut cfg) in steps {
+        if what == "deleting a pack index" {
+            // The tombstones must be older than the grace for the sweep to start.
+            next_seconds();
+        }
+        cfg["stall_prob"] = json!(1.0);
+        cfg["stall_seconds"] = json!(2.0);
+        faults.set(cfg);
+        let mut gc = a.spawn(&["remote", "gc", "slow", "--policy", "--grace", "1s"]);
+        wait_for_stall(&faults, &mut gc, what);
+        gc.kill().unwrap();
+        let st = gc.wait().unwrap();
+        assert_eq!(
+            st.signal(),
+            Some(9),
+            "{what}: the gc finished before the kill"
+        );
+        // Let the stalled request land before going on, so the state is the same every run.
+        std::thread::sleep(Duration::from_millis(2500));
+        faults.clear();
+        check(&format!("after a kill while {what}"));
+    }
 
-    // Sweep, killed: its first delete stalls (object_store deletes S3 objects with a
-    // multi-object `POST ?delete`; only this test's requests go through the proxy).
     next_seconds();
-    faults.set(json!({
-        "methods": ["POST"],
-        "path_regex": r"\?delete",
-        "stall_prob": 1.0,
-        "stall_seconds": 3.0,
-    }));
-    let mut gc = a.spawn(&["--json", "remote", "gc", "slow", "--grace", "1s"]);
-    wait_for_stall(&faults, &mut gc, "gc (sweep)");
-    gc.kill().unwrap();
-    let st = gc.wait().unwrap();
-    assert_eq!(
-        st.signal(),
-        Some(9),
-        "sweep: the gc finished before the kill"
-    );
-    assert!(
-        !b.list("gc/tombstones").is_empty(),
-        "sweep: killed after it was done"
-    );
-    faults.clear();
-    check("after a kill during the sweep");
-    let r = rgc(&a, "r", &["--grace", "1s"]);
-    assert!(set(&r["deleted"]).is_subset(&dead), "{r}");
-    // The stalled DELETE may land after the rerun; it only deletes what the rerun deletes.
-    std::thread::sleep(Duration::from_secs(4));
+    rgc(&a, "r", &["--policy", "--grace", "1s"]);
+    next_seconds();
+    let r = rgc(&a, "r", &["--policy", "--grace", "1s"]);
     for u in &dead {
         for o in unit_objects(u) {
-            assert!(b.read(&o).is_none(), "{o} left after the rerun");
+            assert!(b.read(&o).is_none(), "{o} left after the reruns: {r}");
         }
     }
     let left = b.list("gc/tombstones");
     assert!(
         left.is_empty(),
-        "tombstones left after the rerun: {left:?}; rerun: {r}"
+        "tombstones left after the reruns: {left:?}; {r}"
     );
-    check("after the rerun");
+    assert!(b.read("gc/lease").is_none(), "lease left");
+    for k in ["gone/0", "gone/1"] {
+        assert!(
+            b.read(&format!("keys/{k}.key")).is_none(),
+            "{k}: record left"
+        );
+    }
+    check("after the reruns");
     let c = Site::new();
     c.add("r", &b, &[]);
     for k in &live_keys {
-        c.get(k, &format!("out-{}", k.replace('/', "_")));
+        let got = c.get(k, &format!("out-{}", k.replace('/', "_")));
+        let i = k.strip_prefix("x/").unwrap();
+        assert_same_tree(&a.env.path(&format!("src{i}")), &got, k);
     }
 }
 
