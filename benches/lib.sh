@@ -85,3 +85,25 @@ met_le() { awk -v r="$1" -v t="$2" 'BEGIN {print (r <= t) ? "yes" : "no"}'; }
 met_ge() { awk -v r="$1" -v t="$2" 'BEGIN {print (r >= t) ? "yes" : "no"}'; }
 load() { cut -d' ' -f1 /proc/loadavg; }
 hf() { hyperfine --style basic --warmup "$WARMUP" --runs "$RUNS" "$@"; }
+
+# A private moto (S3) server on a free 127.0.0.1 port: start_moto sets MOTO (its URL) and logs
+# requests to $MOTO_LOG; stop_moto kills it. The caller installs moto.
+MOTO_PID=
+start_moto() {
+    MOTO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    MOTO=http://127.0.0.1:$MOTO_PORT
+    log "starting moto on $MOTO (log: $MOTO_LOG)"
+    python3 -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 </dev/null &
+    MOTO_PID=$!
+    local i
+    for i in $(seq 1 150); do
+        curl -s -o /dev/null --max-time 2 "$MOTO/" && return 0
+        kill -0 "$MOTO_PID" 2>/dev/null || die "moto exited: $(tail -n 5 "$MOTO_LOG")"
+        sleep 0.2
+    done
+    die "moto did not start"
+}
+stop_moto() {
+    [[ -z $MOTO_PID ]] || kill "$MOTO_PID" 2>/dev/null || true
+    MOTO_PID=
+}

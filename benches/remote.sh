@@ -124,28 +124,8 @@ tree_stats() { # files bytes files>8MiB
 }
 
 # ---------------------------------------------------------------------------------------------
-# moto
+# moto (started by lib.sh's start_moto)
 # ---------------------------------------------------------------------------------------------
-MOTO_PID=
-start_moto() {
-    MOTO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    MOTO=http://127.0.0.1:$MOTO_PORT
-    log "starting moto on $MOTO (log: $MOTO_LOG)"
-    python3 -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 </dev/null &
-    MOTO_PID=$!
-    local i
-    for i in $(seq 1 150); do
-        curl -s -o /dev/null --max-time 2 "$MOTO/" && return 0
-        kill -0 "$MOTO_PID" 2>/dev/null || die "moto exited: $(tail -n 5 "$MOTO_LOG")"
-        sleep 0.2
-    done
-    die "moto did not start"
-}
-stop_moto() {
-    [[ -z $MOTO_PID ]] || kill "$MOTO_PID" 2>/dev/null || true
-    MOTO_PID=
-}
-
 # The environment both tools run with (credentials, endpoint; rclone's remote "moto").
 tool_env() {
     export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
