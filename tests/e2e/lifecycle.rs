@@ -709,7 +709,7 @@ fn kill_9_at_each_step_of_remote_gc_s3() {
             next_seconds();
         }
         cfg["stall_prob"] = json!(1.0);
-        cfg["stall_seconds"] = json!(2.0);
+        cfg["stall_seconds"] = json!(3.0);
         faults.set(cfg);
         let mut gc = a.spawn(&["remote", "gc", "slow", "--policy", "--grace", "1s"]);
         wait_for_stall(&faults, &mut gc, what);
@@ -721,7 +721,7 @@ fn kill_9_at_each_step_of_remote_gc_s3() {
             "{what}: the gc finished before the kill"
         );
         // Let the stalled request land before going on, so the state is the same every run.
-        std::thread::sleep(Duration::from_millis(2500));
+        std::thread::sleep(Duration::from_millis(4000));
         faults.clear();
         check(&format!("after a kill while {what}"));
     }
@@ -787,11 +787,12 @@ fn remote_policy(kind: Kind, test: &str) {
     let mut config = std::fs::read_to_string(a.env.path("config.toml")).unwrap();
     // Global rules would remove everything unused for a second: the remote's rules win.
     config.push_str("\n[[retention]]\nmatch = \"**\"\nmax-age-unused = \"1s\"\n");
-    config.push_str("\n[[remotes.r.retention]]\nmatch = \"p/\"\nmax-age-unused = \"5s\"\n");
+    config.push_str("\n[[remotes.r.retention]]\nmatch = \"p/\"\nmax-age-unused = \"8s\"\n");
     std::fs::write(a.env.path("config.toml"), config).unwrap();
     // Object stores stamp to the second and gc reads their clock: p/02 (pushed before these
-    // 6.3 s) is then more than 5 s unused, p/01 (pulled below, a few seconds before gc) less.
-    for _ in 0..3 {
+    // 10.5 s) is then more than 8 s unused, p/01 (pulled below, seconds before the gcs) less,
+    // with room for a loaded machine.
+    for _ in 0..5 {
         next_seconds();
     }
     // Another machine pulls p/01: the pull records its use on the remote.
