@@ -76,7 +76,7 @@ make_tree() {
     rm -rf "$TREE"
     mkdir -p "$TREE"
     local src
-    for src in ${SOURCES:-"$(rustc --print sysroot)/lib /usr/share"}; do
+    for src in ${SOURCES:-$(rustc --print sysroot)/lib /usr/share}; do
         log "copying $src into $TREE/$(basename "$src")"
         cp -a "$src" "$TREE/$(basename "$src")"
     done
