@@ -119,6 +119,10 @@ pub enum RemoteCommand {
         /// Also apply the retention rules (the remote's, else the global ones)
         #[arg(long)]
         policy: bool,
+        /// Repack packs whose live bytes are below this percentage of their size (0: never)
+        #[arg(long, value_name = "PERCENT", default_value_t = cairn_remote::DEFAULT_REPACK_BELOW,
+              value_parser = clap::value_parser!(u8).range(0..=100))]
+        repack_below: u8,
     },
 }
 

@@ -738,6 +738,7 @@ fn run(cli: Cli) -> Result<u8> {
                     grace,
                     exclusive,
                     policy,
+                    repack_below,
                 } => {
                     let remote = open_remote(g, &config, &name)?;
                     let settings = cairn_remote::GcSettings {
@@ -749,6 +750,7 @@ fn run(cli: Cli) -> Result<u8> {
                         } else {
                             Vec::new()
                         },
+                        repack_below,
                     };
                     let report =
                         runtime()?.block_on(cairn_remote::remote_gc(&remote, &settings))?;

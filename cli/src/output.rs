@@ -446,6 +446,12 @@ impl Out {
         for u in &r.recovered {
             outln!("{} {u}", verb("recovered", "would recover"));
         }
+        for u in &r.repacked {
+            outln!("{} {u}", verb("repacked", "would repack"));
+        }
+        for why in &r.repack_skipped {
+            tracing::warn!("left alone: {why}");
+        }
         tracing::info!(
             "{} keys, {} live units, {} waiting for the grace period, {} bytes {}",
             r.keys,

@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::fetch::{self, Placed};
 use crate::pack::{self, ObjectKind};
 use crate::pull::fetch_record;
+use crate::spans::Span;
 
 /// One signature on an audited record.
 #[derive(Clone, Debug, Serialize)]
@@ -122,6 +123,8 @@ async fn audit_key(remote: &Remote, key: &Key, trust: &TrustPolicy) -> Result<Ke
 
     // Where everything is.
     let mut placed: HashMap<Id, Placed> = HashMap::new();
+    // Every place of each object (it may sit in several of the packs), for the spans check.
+    let mut places: HashMap<Id, Vec<Placed>> = HashMap::new();
     for p in &rr.packs {
         let path = remote.index_path(p);
         match remote.get_opt(&path).await? {
@@ -129,7 +132,9 @@ async fn audit_key(remote: &Remote, key: &Key, trust: &TrustPolicy) -> Result<Ke
             Some(bytes) => match pack::decode_index(&bytes, p) {
                 Ok((entries, _)) => {
                     for entry in entries {
-                        placed.entry(entry.id).or_insert(Placed { pack: *p, entry });
+                        let at = Placed { pack: *p, entry };
+                        placed.entry(entry.id).or_insert(at);
+                        places.entry(entry.id).or_default().push(at);
                     }
                 }
                 Err(reason) => a.corrupt.push(format!("pack index {path}: {reason}")),
@@ -162,6 +167,7 @@ async fn audit_key(remote: &Remote, key: &Key, trust: &TrustPolicy) -> Result<Ke
         Root::File { .. } => vec![],
     };
     let mut problems = Vec::new();
+    let mut walked: Vec<Id> = Vec::new();
     walk::closure(
         roots,
         |id| {
@@ -177,7 +183,8 @@ async fn audit_key(remote: &Remote, key: &Key, trust: &TrustPolicy) -> Result<Ke
                 }
             })
         },
-        |_, tree| {
+        |id, tree| {
+            walked.push(*id);
             for e in &tree.entries {
                 if let EntryKind::File { size, blob } = e.kind {
                     blobs.insert(blob, size);
@@ -193,6 +200,34 @@ async fn audit_key(remote: &Remote, key: &Key, trust: &TrustPolicy) -> Result<Ke
             // A tree whose fetched bytes were corrupt is reported as such already.
             None if a.corrupt.iter().any(|c| c.contains(&id.to_string())) => {}
             None => a.missing.push(format!("tree {id}")),
+        }
+    }
+
+    // The record's spans must cover every object of its closure in the packs it gives spans
+    // for: remote gc trusts them to tell which objects of a pack are live.
+    if !rr.spans.is_empty() {
+        let used = walked.iter().chain(blobs.keys()).filter_map(|id| {
+            let at = places.get(id)?;
+            let covered = at.iter().any(|p| {
+                rr.spans.get(&p.pack).is_none_or(|s| {
+                    s.contains(Span {
+                        offset: p.entry.offset,
+                        len: p.entry.len,
+                    })
+                })
+            });
+            (!covered).then(|| {
+                format!(
+                    "key record: its spans of pack {} omit object {id}",
+                    at[0].pack
+                )
+            })
+        });
+        a.corrupt.extend(used.collect::<Vec<_>>());
+        if let Some(p) = rr.spans.keys().find(|p| !rr.packs.contains(p)) {
+            a.corrupt.push(format!(
+                "key record: spans of pack {p}, which it does not name"
+            ));
         }
     }
 

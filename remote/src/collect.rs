@@ -31,8 +31,8 @@ use serde::Serialize;
 use crate::connection::{Conditional, Remote, RequestCounts};
 use crate::error::{RemoteError, Result};
 use crate::lease::Lease;
-use crate::pull::fetch_record;
-use crate::record::RemoteRecord;
+use crate::pull::fetch_record_tagged;
+use crate::repack::{self, ListedPack, ReadRecord};
 use crate::tombstone::{self, Unit};
 
 /// Default grace period: how old an unreachable unit must be before it is tombstoned, and how
@@ -50,6 +50,9 @@ pub struct GcSettings {
     pub exclusive: bool,
     /// Retention rules to apply to the remote's keys first.
     pub rules: Vec<Rule>,
+    /// Repack packs whose live bytes are below this percentage of their objects' bytes
+    /// ([`crate::repack::DEFAULT_REPACK_BELOW`]); 0 never repacks.
+    pub repack_below: u8,
 }
 
 /// What a remote gc did (or would do).
@@ -75,6 +78,23 @@ pub struct RemoteGcReport {
     pub waiting: u64,
     /// Bytes of the deleted units.
     pub bytes_freed: u64,
+    /// Sparse packs whose live objects this run copied into new packs, every record naming
+    /// them re-pointed (they are then tombstoned like any unreachable pack); in a dry run, the
+    /// packs that would be repacked.
+    pub repacked: Vec<String>,
+    /// New packs written by repacking.
+    pub repack_packs_written: Vec<String>,
+    /// Bytes of live objects repacking copied (in a dry run, would copy).
+    pub repack_bytes_copied: u64,
+    /// Bytes the repacked packs hold (freed once they are swept, a grace period later).
+    pub repack_bytes_released: u64,
+    /// Key records rewritten to name the new packs.
+    pub repack_records_rewritten: u64,
+    /// Sparse packs left alone, each with why.
+    pub repack_skipped: Vec<String>,
+    /// Live packs named by a record without spans (pushed by a cairn before 0.x): never
+    /// repacked.
+    pub packs_without_spans: u64,
     /// Requests of the mark (listings and record reads, tombstones written).
     pub mark_requests: RequestCounts,
     /// All requests.
@@ -88,6 +108,8 @@ pub struct RemoteGcReport {
 struct Listed {
     time: i64,
     bytes: u64,
+    /// Bytes of the pack file alone (0 for a blob).
+    pack_bytes: u64,
     /// A pack's index was listed (a pack without one is never relied on).
     has_index: bool,
 }
@@ -104,8 +126,8 @@ fn minus(a: RequestCounts, b: RequestCounts) -> RequestCounts {
     }
 }
 
-/// Reads every key record of `remote`: (key, record, its time on the store).
-async fn read_records(remote: &Remote) -> Result<Vec<(Key, RemoteRecord, i64)>> {
+/// Reads every key record of `remote`, with its time on the store and ETag.
+async fn read_records(remote: &Remote) -> Result<Vec<ReadRecord>> {
     let listed = remote.list("keys/").await?;
     let keys: Vec<(Key, i64)> = listed
         .iter()
@@ -116,7 +138,7 @@ async fn read_records(remote: &Remote) -> Result<Vec<(Key, RemoteRecord, i64)>> 
         })
         .collect();
     let fetched = futures::stream::iter(keys.into_iter().map(|(k, t)| async move {
-        let r = fetch_record(remote, &k).await;
+        let r = fetch_record_tagged(remote, &k).await;
         (k, t, r)
     }))
     .buffer_unordered(remote.options().concurrency)
@@ -127,11 +149,16 @@ async fn read_records(remote: &Remote) -> Result<Vec<(Key, RemoteRecord, i64)>> 
         // A record that cannot be read might name anything: collecting around it could delete
         // what it needs, so gc stops (naming it) rather than guess.
         // None: deleted since the listing.
-        if let Some(rr) = r? {
-            out.push((k, rr, t));
+        if let Some((rr, etag)) = r? {
+            out.push(ReadRecord {
+                key: k,
+                rr,
+                time: t,
+                etag,
+            });
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
 }
 
@@ -190,17 +217,24 @@ async fn collect(
             .collect();
         let infos: Vec<KeyInfo> = records
             .iter()
-            .map(|(k, rr, t)| {
-                let created = rr.record.created;
-                let used = usage.get(k.as_str()).copied().unwrap_or(*t).max(*t);
-                KeyInfo {
-                    key: k.clone(),
-                    created,
-                    last_used: (used.max(0) as u64).max(created),
-                    size: rr.record.size,
-                    pinned: false,
-                }
-            })
+            .map(
+                |ReadRecord {
+                     key: k,
+                     rr,
+                     time: t,
+                     ..
+                 }| {
+                    let created = rr.record.created;
+                    let used = usage.get(k.as_str()).copied().unwrap_or(*t).max(*t);
+                    KeyInfo {
+                        key: k.clone(),
+                        created,
+                        last_used: (used.max(0) as u64).max(created),
+                        size: rr.record.size,
+                        pinned: false,
+                    }
+                },
+            )
             .collect();
         let removals = policy::apply(&settings.rules, &infos, lease.clock.now().max(0) as u64);
         let gone: HashSet<Key> = removals.iter().map(|r| r.key.clone()).collect();
@@ -211,13 +245,13 @@ async fn collect(
                 lease.refresh_if_due().await?;
             }
         }
-        records.retain(|(k, _, _)| !gone.contains(k));
+        records.retain(|r| !gone.contains(&r.key));
         report.removed = removals;
     }
     let mut live: HashSet<Unit> = HashSet::new();
-    for (_, rr, _) in &records {
-        live.extend(rr.packs.iter().map(|p| Unit::Pack(*p)));
-        live.extend(rr.blobs.iter().map(|b| Unit::Blob(*b)));
+    for r in &records {
+        live.extend(r.rr.packs.iter().map(|p| Unit::Pack(*p)));
+        live.extend(r.rr.blobs.iter().map(|b| Unit::Blob(*b)));
     }
     report.live_units = live.len() as u64;
 
@@ -233,6 +267,9 @@ async fn collect(
             l.time = l.time.max(m.last_modified.timestamp());
             l.bytes += m.size;
             l.has_index |= rel.ends_with(".idx");
+            if rel.ends_with(".pack") {
+                l.pack_bytes = m.size;
+            }
         }
     }
     let tombstones = tombstone::list(remote).await?;
@@ -277,7 +314,62 @@ async fn collect(
         lease.refresh_if_due().await?;
     }
 
-    // 4. Mark.
+    // 4. Repack sparse packs; the old ones, once no record names them, are marked below.
+    if settings.repack_below > 0 {
+        let packs: HashMap<Id, ListedPack> = units
+            .iter()
+            .filter_map(|(u, l)| match u {
+                Unit::Pack(id) if l.has_index && l.pack_bytes > 0 => Some((
+                    *id,
+                    ListedPack {
+                        bytes: l.pack_bytes,
+                        time: l.time,
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        let plan = repack::plan(
+            &records,
+            &packs,
+            lease.clock.now(),
+            grace,
+            settings.repack_below,
+        );
+        report.packs_without_spans = plan.unjudged;
+        if settings.dry_run {
+            for s in &plan.sparse {
+                report.repacked.push(Unit::Pack(s.pack).to_string());
+                report.repack_bytes_copied += s.live.bytes();
+                report.repack_bytes_released += s.bytes;
+            }
+        } else if !plan.sparse.is_empty() {
+            let out = repack::repack(
+                remote,
+                &mut records,
+                &plan.sparse,
+                settings.exclusive,
+                lease,
+            )
+            .await?;
+            for p in &out.repacked {
+                live.remove(&Unit::Pack(*p));
+                report.repacked.push(Unit::Pack(*p).to_string());
+                report.repack_bytes_released += packs[p].bytes;
+            }
+            live.extend(out.written.iter().map(|p| Unit::Pack(*p)));
+            report.repack_packs_written = out
+                .written
+                .iter()
+                .map(|p| Unit::Pack(*p).to_string())
+                .collect();
+            report.repack_bytes_copied = out.bytes_copied;
+            report.repack_records_rewritten = out.records_rewritten;
+            report.repack_skipped = out.skipped;
+        }
+    }
+
+    // 5. Mark.
     let now = lease.clock.now();
     for (unit, l) in units.iter().collect::<BTreeMap<_, _>>() {
         if live.contains(unit) || tombstones.contains_key(unit) {

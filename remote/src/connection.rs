@@ -472,19 +472,27 @@ impl Remote {
     /// object_store reports as a generic error, for example a reset while it reads a 404's
     /// body) is asked for again, up to [`PUT_RESENDS`] times.
     pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
+        Ok(self.get_tagged(path).await?.map(|(b, _)| b))
+    }
+
+    /// [`Remote::get_opt`], with the object's ETag (for a later conditional update).
+    pub async fn get_tagged(&self, path: &Path) -> Result<Option<(Bytes, Option<String>)>> {
         let mut attempt = 0;
         loop {
             self.counters.gets.fetch_add(1, Ordering::Relaxed);
             let r = match self.store.get(path).await {
-                Ok(r) => r.bytes().await,
+                Ok(r) => {
+                    let tag = r.meta.e_tag.clone();
+                    r.bytes().await.map(|b| (b, tag))
+                }
                 Err(e) => Err(e),
             };
             match r {
-                Ok(b) => {
+                Ok((b, tag)) => {
                     self.counters
                         .bytes_down
                         .fetch_add(b.len() as u64, Ordering::Relaxed);
-                    return Ok(Some(b));
+                    return Ok(Some((b, tag)));
                 }
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
                 Err(object_store::Error::Generic { .. })

@@ -13,9 +13,24 @@ use cairn_store::{Id, Store};
 use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
 
 use crate::error::{RemoteError, Result};
+use crate::spans::Span;
+
+/// What the ledger knows of some objects: where each is, and for packed ones whose place in
+/// their pack it learned, that place.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Object id → location.
+    pub locations: HashMap<Id, Location>,
+    /// Object id → its span in the pack of its location.
+    pub spans: HashMap<Id, Span>,
+}
 
 /// Object id → location: tag byte (1 pack, 2 standalone blob) then the pack or blob id.
 const OBJECTS: TableDefinition<&[u8; 32], &[u8; 33]> = TableDefinition::new("objects");
+/// Object id → its place in a pack: the pack id, offset and stored length (u64 LE each), which
+/// a push needs to write the record's spans. Written with the location; a row whose pack is not
+/// the object's location is stale and ignored (ledgers from before spans have no rows here).
+const SPANS: TableDefinition<&[u8; 32], &[u8; 48]> = TableDefinition::new("spans");
 
 /// Where an object lives on a remote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -114,38 +129,63 @@ impl Ledger {
     }
 
     /// Where the remote holds each of `ids`, for those the ledger knows.
-    pub async fn lookup(&self, ids: Vec<Id>) -> Result<HashMap<Id, Location>> {
+    pub async fn lookup(&self, ids: Vec<Id>) -> Result<Known> {
         self.blocking(move |l| l.lookup_now(&ids)).await
     }
 
-    fn lookup_now(&self, ids: &[Id]) -> Result<HashMap<Id, Location>> {
+    fn lookup_now(&self, ids: &[Id]) -> Result<Known> {
         let db = self.open()?;
         let txn = db.begin_read().map_err(|e| self.err(e))?;
         let t = match txn.open_table(OBJECTS) {
             Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Known::default()),
             Err(e) => return Err(self.err(e)),
         };
-        let mut out = HashMap::new();
+        let spans = match txn.open_table(SPANS) {
+            Ok(t) => Some(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Known::default();
         for id in ids {
-            if let Some(v) = t.get(&id.0).map_err(|e| self.err(e))?
-                && let Some(loc) = Location::decode(v.value())
+            let Some(v) = t.get(&id.0).map_err(|e| self.err(e))? else {
+                continue;
+            };
+            let Some(loc) = Location::decode(v.value()) else {
+                continue;
+            };
+            out.locations.insert(*id, loc);
+            if let (Location::Pack(pack), Some(st)) = (loc, &spans)
+                && let Some(row) = st.get(&id.0).map_err(|e| self.err(e))?
+                && let Some((p, span)) = decode_span(row.value())
+                && p == pack
             {
-                out.insert(*id, loc);
+                out.spans.insert(*id, span);
             }
         }
         Ok(out)
     }
 
-    /// Records that the remote holds these objects at these locations.
-    pub async fn record(&self, items: Vec<(Id, Location)>) -> Result<()> {
+    /// Records that the remote holds these objects at these locations (and, for packed objects
+    /// where known, at these spans of their packs).
+    pub async fn record(&self, items: Vec<(Id, Location, Option<Span>)>) -> Result<()> {
         self.blocking(move |l| {
             let db = l.open()?;
             let txn = db.begin_write().map_err(|e| l.err(e))?;
             {
                 let mut t = txn.open_table(OBJECTS).map_err(|e| l.err(e))?;
-                for (id, loc) in items {
+                let mut st = txn.open_table(SPANS).map_err(|e| l.err(e))?;
+                for (id, loc, span) in items {
                     t.insert(&id.0, &loc.encode(&id)).map_err(|e| l.err(e))?;
+                    match (loc, span) {
+                        (Location::Pack(p), Some(span)) => {
+                            st.insert(&id.0, &encode_span(&p, span))
+                                .map_err(|e| l.err(e))?;
+                        }
+                        _ => {
+                            st.remove(&id.0).map_err(|e| l.err(e))?;
+                        }
+                    }
                 }
             }
             txn.commit().map_err(|e| l.err(e))
@@ -160,12 +200,32 @@ impl Ledger {
             let txn = db.begin_write().map_err(|e| l.err(e))?;
             {
                 let mut t = txn.open_table(OBJECTS).map_err(|e| l.err(e))?;
+                let mut st = txn.open_table(SPANS).map_err(|e| l.err(e))?;
                 for (id, _) in gone {
                     t.remove(&id.0).map_err(|e| l.err(e))?;
+                    st.remove(&id.0).map_err(|e| l.err(e))?;
                 }
             }
             txn.commit().map_err(|e| l.err(e))
         })
         .await
     }
+}
+
+fn encode_span(pack: &Id, span: Span) -> [u8; 48] {
+    let mut out = [0u8; 48];
+    out[..32].copy_from_slice(&pack.0);
+    out[32..40].copy_from_slice(&span.offset.to_le_bytes());
+    out[40..].copy_from_slice(&span.len.to_le_bytes());
+    out
+}
+
+fn decode_span(b: &[u8; 48]) -> Option<(Id, Span)> {
+    Some((
+        Id(b[..32].try_into().ok()?),
+        Span {
+            offset: u64::from_le_bytes(b[32..40].try_into().ok()?),
+            len: u64::from_le_bytes(b[40..].try_into().ok()?),
+        },
+    ))
 }

@@ -29,6 +29,8 @@ mod pull;
 mod push;
 mod record;
 mod remove;
+mod repack;
+pub mod spans;
 mod tombstone;
 mod usage;
 
@@ -48,5 +50,6 @@ pub use pull::{PullSummary, fetch_record, pull};
 pub use push::{PushSummary, push};
 pub use record::{RECORD_FORMAT, RemoteRecord};
 pub use remove::remove_keys;
+pub use repack::DEFAULT_REPACK_BELOW;
 pub use tombstone::{TOMBSTONES, Unit};
 pub use usage::REMOTE_USAGE_RESOLUTION;

@@ -97,6 +97,22 @@ impl PackBuilder {
         });
         self.buf.extend_from_slice(stored);
     }
+    /// Adds a small blob of bytes unique to this process, this moment and `serial`, so the pack
+    /// never gets the name of an earlier pack (one a remote gc tombstoned, say) whatever else
+    /// it holds. No record uses the blob.
+    pub fn add_salt(&mut self, serial: u64) {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let bytes = format!("cairn-salt {} {nanos} {serial}", std::process::id());
+        self.add(
+            Id::of(bytes.as_bytes()),
+            ObjectKind::Blob,
+            Encoding::Raw,
+            bytes.as_bytes(),
+            bytes.len() as u64,
+        );
+    }
     /// Bytes so far.
     pub fn len(&self) -> usize {
         self.buf.len()

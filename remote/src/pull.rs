@@ -19,6 +19,7 @@ use crate::fetch::{self, Placed};
 use crate::ledger::{Ledger, Location};
 use crate::pack::{self, ObjectKind};
 use crate::record::{RECORD_FORMAT, RemoteRecord};
+use crate::spans::Span;
 
 /// What a pull did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -39,8 +40,16 @@ pub struct PullSummary {
 
 /// Fetches `key`'s record from `remote`, or `None` if the remote has no such key.
 pub async fn fetch_record(remote: &Remote, key: &Key) -> Result<Option<RemoteRecord>> {
+    Ok(fetch_record_tagged(remote, key).await?.map(|(rr, _)| rr))
+}
+
+/// [`fetch_record`], with the record object's ETag (for a conditional rewrite).
+pub(crate) async fn fetch_record_tagged(
+    remote: &Remote,
+    key: &Key,
+) -> Result<Option<(RemoteRecord, Option<String>)>> {
     let path = remote.key_path(key);
-    let Some(bytes) = remote.get_opt(&path).await? else {
+    let Some((bytes, tag)) = remote.get_tagged(&path).await? else {
         return Ok(None);
     };
     let rr: RemoteRecord = serde_json::from_slice(&bytes)
@@ -57,7 +66,7 @@ pub async fn fetch_record(remote: &Remote, key: &Key) -> Result<Option<RemoteRec
             format!("it names key {}", rr.record.key),
         ));
     }
-    Ok(Some(rr))
+    Ok(Some((rr, tag)))
 }
 
 /// Pulls `keys` from `remote` into `store` and binds them.
@@ -276,8 +285,18 @@ pub async fn pull(
         .record(
             placed
                 .values()
-                .map(|p| (p.entry.id, Location::Pack(p.pack)))
-                .chain(standalone.iter().map(|id| (*id, Location::Standalone)))
+                .map(|p| {
+                    let span = Span {
+                        offset: p.entry.offset,
+                        len: p.entry.len,
+                    };
+                    (p.entry.id, Location::Pack(p.pack), Some(span))
+                })
+                .chain(
+                    standalone
+                        .iter()
+                        .map(|id| (*id, Location::Standalone, None)),
+                )
                 .collect(),
         )
         .await?;

@@ -13,9 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::connection::{Remote, RequestCounts};
 use crate::error::{RemoteError, Result};
-use crate::ledger::{Ledger, Location};
+use crate::ledger::{Known, Ledger, Location};
 use crate::pack::{self, ObjectKind, PACK_TARGET, PACKED_MAX, PackBuilder, SealedPack};
 use crate::record::{RECORD_FORMAT, RemoteRecord};
+use crate::spans::{Span, Spans};
 use crate::tombstone::{self, Unit};
 
 /// zstd level for trees and for blobs the local store keeps raw but a remote gets compressed.
@@ -90,14 +91,18 @@ pub async fn push(
     // What the remote has, per the ledger, confirmed with one HEAD per pack or blob.
     let ledger = Ledger::new(store, remote.url());
     let all_ids: Vec<Id> = objects.iter().map(|o| o.id).collect();
-    let mut known = ledger.lookup(all_ids).await?;
+    let Known {
+        locations: mut known,
+        mut spans,
+    } = ledger.lookup(all_ids).await?;
     // Units a remote gc has tombstoned count as gone: their objects are uploaded again. Listed
     // before the HEADs below, so a unit found present then and not tombstoned now cannot be
     // deleted until a grace period after this listing (see `collect`).
     let checked_at = Instant::now();
     let tombstoned = tombstone::list(remote).await?;
     let salt = !tombstoned.is_empty();
-    // One HEAD per pack relied on, and per standalone blob.
+    // One HEAD per pack relied on, and per standalone blob; a GET of the index instead where
+    // the ledger does not know where in the pack some object lies (the record's spans need it).
     let mut distinct: HashMap<(bool, Id), Vec<Id>> = HashMap::new();
     for (id, loc) in &known {
         let target = match loc {
@@ -106,16 +111,20 @@ pub async fn push(
         };
         distinct.entry(target).or_default().push(*id);
     }
-    let checks = futures::stream::iter(distinct.into_iter().map(
-        |((is_pack, target), ids)| async move {
+    let checks = futures::stream::iter(distinct.into_iter().map(|((is_pack, target), ids)| {
+        let need_index = is_pack && ids.iter().any(|id| !spans.contains_key(id));
+        async move {
+            if need_index {
+                return pack_places(remote, target, ids).await;
+            }
             let path = if is_pack {
                 remote.index_path(&target) // written after its pack: present means both are
             } else {
                 remote.blob_path(&target)
             };
-            remote.head(&path).await.map(|m| (m.is_some(), ids))
-        },
-    ))
+            remote.head(&path).await.map(|m| (m.is_some(), ids, None))
+        }
+    }))
     .buffer_unordered(remote.options().concurrency)
     .collect::<Vec<_>>()
     .await;
@@ -131,15 +140,24 @@ pub async fn push(
         }
         true
     });
+    let mut placed = Vec::new();
     for r in checks {
-        let (present, ids) = r?;
-        if !present {
-            for id in ids {
+        let (present, ids, found) = r?;
+        for id in ids {
+            // Absent, or (per the index just read) not where the ledger says.
+            let span = found.as_ref().and_then(|f| f.get(&id).copied());
+            if !present || (found.is_some() && span.is_none()) {
                 if let Some(loc) = known.remove(&id) {
                     gone.push((id, loc));
                 }
+            } else if let (Some(span), Some(loc)) = (span, known.get(&id)) {
+                spans.insert(id, span);
+                placed.push((id, *loc, Some(span)));
             }
         }
+    }
+    if !placed.is_empty() {
+        ledger.record(placed).await?;
     }
     if !gone.is_empty() {
         tracing::info!(
@@ -161,7 +179,7 @@ pub async fn push(
         .filter(|o| !known.contains_key(&o.id))
         .collect();
     progress.start("pushing", todo.len() as u64);
-    let mut new_locations = upload(
+    let (mut new_locations, new_spans) = upload(
         &session,
         remote,
         &ledger,
@@ -171,6 +189,7 @@ pub async fn push(
         &mut summary,
     )
     .await?;
+    spans.extend(new_spans);
     progress.finish();
 
     // Right before the records: anything they would name that a remote gc has tombstoned
@@ -240,17 +259,26 @@ pub async fn push(
             &mut summary,
         )
         .await?;
-        new_locations.extend(more);
+        new_locations.extend(more.0);
+        spans.extend(more.1);
     }
 
     // Records last: a reader never sees a key whose objects are not all there.
     for (rec, ids) in records.into_iter().zip(closure_of) {
         let mut packs = BTreeSet::new();
         let mut blobs = BTreeSet::new();
+        let mut used: HashMap<Id, Vec<Span>> = HashMap::new();
+        let mut unplaced: HashSet<Id> = HashSet::new();
         for id in ids {
             match known.get(&id).or_else(|| new_locations.get(&id)) {
                 Some(Location::Pack(p)) => {
                     packs.insert(*p);
+                    match spans.get(&id) {
+                        Some(span) => used.entry(*p).or_default().push(*span),
+                        None => {
+                            unplaced.insert(*p);
+                        }
+                    }
                 }
                 Some(Location::Standalone) => {
                     blobs.insert(id);
@@ -270,6 +298,13 @@ pub async fn push(
             record: rec,
             packs: packs.into_iter().collect(),
             blobs: blobs.into_iter().collect(),
+            // A pack with an object of unknown place gets no spans: gc then never repacks it
+            // (every object is placed above; this only guards the invariant).
+            spans: used
+                .into_iter()
+                .filter(|(p, _)| !unplaced.contains(p))
+                .map(|(p, v)| (p, Spans::of(v)))
+                .collect(),
         };
         let body = serde_json::to_vec_pretty(&rr).expect("records serialize");
         remote
@@ -295,7 +330,7 @@ async fn upload(
     salt: bool,
     progress: &dyn Progress,
     summary: &mut PushSummary,
-) -> Result<HashMap<Id, Location>> {
+) -> Result<(HashMap<Id, Location>, HashMap<Id, Span>)> {
     let (packed, large): (Vec<Obj>, Vec<Obj>) = objects
         .into_iter()
         .partition(|o| o.kind == ObjectKind::Tree || o.size <= PACKED_MAX);
@@ -309,18 +344,22 @@ async fn upload(
     // only the rest), by a task of its own that runs at once: the loop below only polls.
     let mut ledger_writes = FuturesUnordered::new();
     let mut new_locations: HashMap<Id, Location> = HashMap::new();
-    let mut landed = |(pack_id, ids, bytes): (Id, Vec<Id>, u64)| {
-        let located: Vec<(Id, Location)> = ids
+    let mut spans: HashMap<Id, Span> = HashMap::new();
+    let mut landed = |(pack_id, placed, bytes): (Id, Vec<(Id, Span)>, u64)| {
+        let located: Vec<(Id, Location, Option<Span>)> = placed
             .iter()
-            .map(|id| (*id, Location::Pack(pack_id)))
+            .map(|(id, span)| (*id, Location::Pack(pack_id), Some(*span)))
             .collect();
         let l = ledger.clone();
         ledger_writes.push(tokio::spawn(async move { l.record(located).await }));
         summary.packs += 1;
-        summary.objects_sent += ids.len() as u64;
+        summary.objects_sent += placed.len() as u64;
         summary.bytes_sent += bytes;
-        progress.advance(ids.len() as u64);
-        new_locations.extend(ids.into_iter().map(|id| (id, Location::Pack(pack_id))));
+        progress.advance(placed.len() as u64);
+        for (id, span) in placed {
+            new_locations.insert(id, Location::Pack(pack_id));
+            spans.insert(id, span);
+        }
     };
     loop {
         tokio::select! {
@@ -352,14 +391,50 @@ async fn upload(
     .await;
     for r in large_results {
         let (id, bytes) = r?;
-        ledger.record(vec![(id, Location::Standalone)]).await?;
+        ledger
+            .record(vec![(id, Location::Standalone, None)])
+            .await?;
         summary.standalone_blobs += 1;
         summary.objects_sent += 1;
         summary.bytes_sent += bytes;
         progress.advance(1);
         new_locations.insert(id, Location::Standalone);
     }
-    Ok(new_locations)
+    Ok((new_locations, spans))
+}
+
+/// Reads the index of `pack` for the places of `ids` in it: (whether the pack is there, `ids`,
+/// the spans of those the index lists). An index that is missing or does not parse counts as
+/// an absent pack (its objects are uploaded again), as a failed HEAD would.
+async fn pack_places(
+    remote: &Remote,
+    pack: Id,
+    ids: Vec<Id>,
+) -> Result<(bool, Vec<Id>, Option<HashMap<Id, Span>>)> {
+    let path = remote.index_path(&pack);
+    let Some(bytes) = remote.get_opt(&path).await? else {
+        return Ok((false, ids, None));
+    };
+    let entries = match pack::decode_index(&bytes, &pack) {
+        Ok((entries, _)) => entries,
+        Err(reason) => {
+            tracing::warn!("pack index {path}: {reason}; uploading its objects again");
+            return Ok((false, ids, None));
+        }
+    };
+    let wanted: HashSet<Id> = ids.iter().copied().collect();
+    let found = entries
+        .into_iter()
+        .filter(|e| wanted.contains(&e.id))
+        .map(|e| {
+            let span = Span {
+                offset: e.offset,
+                len: e.len,
+            };
+            (e.id, span)
+        })
+        .collect();
+    Ok((true, ids, Some(found)))
 }
 
 /// The objects `ids` again (trees encoded), to upload a second time.
@@ -453,17 +528,7 @@ fn build_packs(
         let mut b = PackBuilder::new();
         if salt {
             *serial += 1;
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            let bytes = format!("cairn-salt {} {nanos} {serial}", std::process::id());
-            b.add(
-                Id::of(bytes.as_bytes()),
-                ObjectKind::Blob,
-                Encoding::Raw,
-                bytes.as_bytes(),
-                bytes.len() as u64,
-            );
+            b.add_salt(*serial);
         }
         b
     };
@@ -521,8 +586,8 @@ fn stored_form(id: Id, content: &[u8]) -> Result<(Encoding, Vec<u8>)> {
     })
 }
 
-/// PUT the pack, then its index. Returns its id, members and size.
-async fn upload_pack(remote: &Remote, sealed: SealedPack) -> Result<(Id, Vec<Id>, u64)> {
+/// PUT the pack, then its index. Returns its id, members (with their spans) and size.
+async fn upload_pack(remote: &Remote, sealed: SealedPack) -> Result<(Id, Vec<(Id, Span)>, u64)> {
     let idx = pack::encode_index(&sealed);
     let len = sealed.bytes.len() as u64;
     remote
@@ -533,7 +598,17 @@ async fn upload_pack(remote: &Remote, sealed: SealedPack) -> Result<(Id, Vec<Id>
         .await?;
     Ok((
         sealed.id,
-        sealed.entries.iter().map(|e| e.id).collect(),
+        sealed
+            .entries
+            .iter()
+            .map(|e| {
+                let span = Span {
+                    offset: e.offset,
+                    len: e.len,
+                };
+                (e.id, span)
+            })
+            .collect(),
         len,
     ))
 }

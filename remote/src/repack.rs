@@ -1,0 +1,355 @@
+//! Repacking sparse packs, the part of `cairn remote gc` that frees the dead objects of packs
+//! some record still names.
+//!
+//! A pack is deleted only whole, when no record names it; a pack shared by many keys (a push of
+//! many keys fills shared packs) would otherwise keep every object until its last key goes. Each
+//! record lists the bytes it uses of each pack it names (`spans`), so the live bytes of a pack
+//! are the union of its records' spans, known without reading a tree. A pack older than the
+//! grace period whose live bytes are below the threshold is repacked:
+//! 1. its index is read, and the live objects (exactly those inside the spans; spans that do
+//!    not fall on object boundaries make gc leave the pack alone) are fetched and checked
+//!    against their ids;
+//! 2. they are written, in their stored form, into new packs (salted, so never under a
+//!    tombstoned name), each pack before its index;
+//! 3. every record naming a repacked pack is rewritten to name the new packs instead, with a
+//!    conditional update on the ETag it was read with (a record a push replaced meanwhile is
+//!    left alone, and the old pack with it);
+//! 4. an old pack no record names any more goes through the ordinary tombstone path: the same
+//!    run's mark tombstones it, a sweep at least a grace period later deletes it.
+//!
+//! A crash between any two steps leaves new packs no record names (young, so marked only after
+//! the grace period), or some records re-pointed and others not (both name complete packs); a
+//! reader of an old record finds the old pack until a sweep a grace period later.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use bytes::Bytes;
+use cairn_store::{Id, Key};
+use futures::StreamExt;
+
+use crate::connection::{Conditional, Remote};
+use crate::error::Result;
+use crate::fetch::{self, Placed};
+use crate::lease::Lease;
+use crate::pack::{self, IndexEntry, ObjectKind, PACK_MAGIC, PACK_TARGET, PackBuilder};
+use crate::record::RemoteRecord;
+use crate::spans::{Span, Spans};
+
+/// Default threshold: a pack whose live bytes are below this percentage of its objects' bytes
+/// is repacked (restic's and kopia's defaults are in the same range).
+pub const DEFAULT_REPACK_BELOW: u8 = 50;
+
+/// A key record as remote gc read it.
+#[derive(Clone, Debug)]
+pub(crate) struct ReadRecord {
+    pub(crate) key: Key,
+    pub(crate) rr: RemoteRecord,
+    /// The record object's time on the store.
+    pub(crate) time: i64,
+    /// Its ETag when read, for the conditional rewrite.
+    pub(crate) etag: Option<String>,
+}
+
+/// A pack as listed: bytes of the pack file and its time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ListedPack {
+    pub(crate) bytes: u64,
+    pub(crate) time: i64,
+}
+
+/// A pack found sparse.
+#[derive(Clone, Debug)]
+pub(crate) struct Sparse {
+    pub(crate) pack: Id,
+    pub(crate) live: Spans,
+    pub(crate) bytes: u64,
+}
+
+/// Which live packs are sparse, and how many live packs could not be judged.
+pub(crate) struct Plan {
+    pub(crate) sparse: Vec<Sparse>,
+    /// Live packs named by a record without spans for them (written before cairn wrote spans).
+    pub(crate) unjudged: u64,
+}
+
+/// The live packs older than `grace` whose live bytes are below `below` percent.
+pub(crate) fn plan(
+    records: &[ReadRecord],
+    packs: &HashMap<Id, ListedPack>,
+    now: i64,
+    grace: i64,
+    below: u8,
+) -> Plan {
+    let mut live: BTreeMap<Id, Spans> = BTreeMap::new();
+    let mut unjudged: BTreeSet<Id> = BTreeSet::new();
+    for r in records {
+        for p in &r.rr.packs {
+            match r.rr.spans.get(p) {
+                Some(s) => {
+                    let e = live.entry(*p).or_default();
+                    *e = e.union(s);
+                }
+                None => {
+                    unjudged.insert(*p);
+                }
+            }
+        }
+    }
+    let mut sparse = Vec::new();
+    for (pack, spans) in live {
+        if unjudged.contains(&pack) {
+            continue;
+        }
+        // Packs not listed (or without an index) are not ours to touch; young ones may be
+        // half-named by a push still writing its records.
+        let Some(l) = packs.get(&pack) else { continue };
+        if now - l.time < grace {
+            continue;
+        }
+        let data = l.bytes.saturating_sub(PACK_MAGIC.len() as u64);
+        if (spans.bytes() as u128) * 100 < (below as u128) * (data as u128) {
+            sparse.push(Sparse {
+                pack,
+                live: spans,
+                bytes: l.bytes,
+            });
+        }
+    }
+    Plan {
+        sparse,
+        unjudged: unjudged.len() as u64,
+    }
+}
+
+/// What repacking did.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// Old packs no record names any more (all their records re-pointed).
+    pub(crate) repacked: Vec<Id>,
+    /// New packs written.
+    pub(crate) written: Vec<Id>,
+    /// Bytes of live objects copied.
+    pub(crate) bytes_copied: u64,
+    /// Records rewritten.
+    pub(crate) records_rewritten: u64,
+    /// Packs left alone, with why.
+    pub(crate) skipped: Vec<String>,
+}
+
+/// Where a live object of an old pack went.
+#[derive(Clone, Copy, Debug)]
+struct Moved {
+    old: Span,
+    /// The new pack, by its number in this run until it is sealed.
+    new_pack: usize,
+    new: Span,
+}
+
+/// The live objects of one old pack, fetched and checked.
+struct Gathered {
+    pack: Id,
+    objects: Vec<(IndexEntry, Bytes)>,
+}
+
+/// Repacks `sparse` (see the module docs); rewrites the records in `records` that it
+/// re-points.
+pub(crate) async fn repack(
+    remote: &Remote,
+    records: &mut [ReadRecord],
+    sparse: &[Sparse],
+    exclusive: bool,
+    lease: &mut Lease,
+) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    let mut moved: HashMap<Id, Vec<Moved>> = HashMap::new();
+    let mut sealed_ids: Vec<Id> = Vec::new();
+    let mut builder = new_builder(0);
+    let mut in_builder: Vec<Id> = Vec::new();
+    for s in sparse {
+        let g = match gather(remote, s).await? {
+            Ok(g) => g,
+            Err(reason) => {
+                tracing::warn!("not repacking pack {}: {reason}", s.pack);
+                out.skipped.push(format!("pack {}: {reason}", s.pack));
+                continue;
+            }
+        };
+        let number = sealed_ids.len();
+        let mut places = Vec::with_capacity(g.objects.len());
+        for (e, stored) in &g.objects {
+            let new = Span {
+                offset: builder.len() as u64,
+                len: e.len,
+            };
+            builder.add(e.id, e.kind, e.encoding, stored, e.size);
+            out.bytes_copied += e.len;
+            places.push(Moved {
+                old: Span {
+                    offset: e.offset,
+                    len: e.len,
+                },
+                new_pack: number,
+                new,
+            });
+        }
+        moved.insert(g.pack, places);
+        in_builder.push(g.pack);
+        if builder.len() >= PACK_TARGET {
+            let full = std::mem::replace(&mut builder, new_builder(sealed_ids.len() + 1));
+            sealed_ids.push(upload(remote, full).await?);
+            in_builder.clear();
+            lease.refresh_if_due().await?;
+        }
+    }
+    if !in_builder.is_empty() {
+        sealed_ids.push(upload(remote, builder).await?);
+    }
+    out.written = sealed_ids.clone();
+    if moved.is_empty() {
+        return Ok(out);
+    }
+
+    // Re-point the records.
+    let mut still_named: HashSet<Id> = HashSet::new();
+    for r in records.iter_mut() {
+        if !r.rr.packs.iter().any(|p| moved.contains_key(p)) {
+            continue;
+        }
+        if !r.rr.packs.iter().all(|p| r.rr.spans.contains_key(p)) {
+            // Not judged (no spans): `plan` never picks its packs; kept as a guard.
+            still_named.extend(r.rr.packs.iter().copied());
+            continue;
+        }
+        let mut rr = r.rr.clone();
+        let mut added: BTreeMap<Id, Vec<Span>> = BTreeMap::new();
+        for p in r.rr.packs.iter().filter(|p| moved.contains_key(p)) {
+            let uses = &r.rr.spans[p];
+            for m in &moved[p] {
+                if uses.contains(m.old) {
+                    added.entry(sealed_ids[m.new_pack]).or_default().push(m.new);
+                }
+            }
+            rr.spans.remove(p);
+        }
+        rr.packs.retain(|p| !moved.contains_key(p));
+        for (p, spans) in added {
+            rr.packs.push(p);
+            rr.spans.insert(p, Spans::of(spans));
+        }
+        rr.packs.sort();
+        rr.packs.dedup();
+        let body = Bytes::from(serde_json::to_vec_pretty(&rr).expect("records serialize"));
+        let path = remote.key_path(&r.key);
+        let written = if exclusive {
+            remote.put(&path, body).await?;
+            true
+        } else {
+            match &r.etag {
+                Some(tag) => matches!(
+                    remote.put_if(&path, body, Some(tag)).await?,
+                    Conditional::Written(_)
+                ),
+                None => false,
+            }
+        };
+        if written {
+            r.rr = rr;
+            out.records_rewritten += 1;
+        } else {
+            // Replaced since it was read (or the store gives no ETag to update it safely): it
+            // may name the old packs still, so they stay.
+            tracing::info!("key record {}: changed since read; left as it is", r.key);
+            still_named.extend(r.rr.packs.iter().copied());
+        }
+        lease.refresh_if_due().await?;
+    }
+    out.repacked = moved
+        .keys()
+        .filter(|p| !still_named.contains(p))
+        .copied()
+        .collect();
+    out.repacked.sort();
+    Ok(out)
+}
+
+fn new_builder(serial: usize) -> PackBuilder {
+    let mut b = PackBuilder::new();
+    b.add_salt(serial as u64);
+    b
+}
+
+/// PUT a new pack, then its index; returns its id.
+async fn upload(remote: &Remote, b: PackBuilder) -> Result<Id> {
+    let sealed = b.finish();
+    let idx = pack::encode_index(&sealed);
+    remote
+        .put(&remote.pack_path(&sealed.id), sealed.bytes.clone())
+        .await?;
+    remote
+        .put(&remote.index_path(&sealed.id), Bytes::from(idx))
+        .await?;
+    Ok(sealed.id)
+}
+
+/// Reads the index of a sparse pack and fetches its live objects, each checked against its
+/// id. The inner error says why the pack is left alone: an index that is missing or does not
+/// parse, spans that do not fall on its objects, an object that fails its check.
+async fn gather(remote: &Remote, s: &Sparse) -> Result<std::result::Result<Gathered, String>> {
+    let path = remote.index_path(&s.pack);
+    let Some(bytes) = remote.get_opt(&path).await? else {
+        return Ok(Err("its index is gone".into()));
+    };
+    let (entries, _) = match pack::decode_index(&bytes, &s.pack) {
+        Ok(x) => x,
+        Err(reason) => return Ok(Err(format!("index {path}: {reason}"))),
+    };
+    let mut live = Vec::new();
+    let mut covered = 0u64;
+    for e in entries {
+        let span = Span {
+            offset: e.offset,
+            len: e.len,
+        };
+        if s.live.contains(span) {
+            covered += e.len;
+            live.push(Placed {
+                pack: s.pack,
+                entry: e,
+            });
+        } else if s.live.overlaps(span) {
+            return Ok(Err(format!(
+                "the records' spans cut object {} in two",
+                e.id
+            )));
+        }
+    }
+    // Every live byte must belong to an object: otherwise a record's spans describe some
+    // other pack than this index does, and nothing here can be trusted to be complete.
+    if covered != s.live.bytes() {
+        return Ok(Err(format!(
+            "the records' spans cover {} bytes, its objects there {covered}",
+            s.live.bytes()
+        )));
+    }
+    let mut objects = Vec::with_capacity(live.len());
+    let mut ranges = fetch::ranges(remote, &live);
+    while let Some(range) = ranges.next().await {
+        let bytes = range.bytes?;
+        for p in &range.job.members {
+            if let Err(reason) = range.job.object(&bytes, p) {
+                return Ok(Err(format!(
+                    "object {} in {}: {reason}",
+                    p.entry.id, range.path
+                )));
+            }
+            let at = (p.entry.offset - range.job.start) as usize;
+            objects.push((p.entry, bytes.slice(at..at + p.entry.len as usize)));
+        }
+    }
+    // Trees first, as a push writes them (a reader finds them together).
+    objects.sort_by_key(|(e, _)| (e.kind != ObjectKind::Tree, e.id));
+    Ok(Ok(Gathered {
+        pack: s.pack,
+        objects,
+    }))
+}
