@@ -6,9 +6,13 @@
 //! record lists the bytes it uses of each pack it names (`spans`), so the live bytes of a pack
 //! are the union of its records' spans, known without reading a tree. A pack older than the
 //! grace period whose live bytes are below the threshold is repacked:
-//! 1. its index is read, and the live objects (exactly those inside the spans; spans that do
-//!    not fall on object boundaries make gc leave the pack alone) are fetched and checked
-//!    against their ids;
+//! 1. the spans only choose the packs: what is kept is decided from the trees. The records
+//!    naming a chosen pack are walked (the indexes of the packs they name read, their trees
+//!    fetched and checked against their ids), and an object of the pack is kept if one of them
+//!    reaches it or its spans cover it. A record that cannot be walked (a tree missing or
+//!    corrupt) leaves every pack it names alone. So a wrong or forged span can make gc copy
+//!    too much, never drop what a key needs. The kept objects are fetched and checked against
+//!    their ids;
 //! 2. they are written, in their stored form, into new packs (salted, so never under a
 //!    tombstoned name), each pack before its index;
 //! 3. every record naming a repacked pack is rewritten to name the new packs instead, with a
@@ -28,12 +32,15 @@ use cairn_store::{Id, Key};
 use futures::StreamExt;
 
 use crate::connection::{Conditional, Remote};
+use crate::error::RemoteError;
 use crate::error::Result;
 use crate::fetch::{self, Placed};
 use crate::lease::Lease;
 use crate::pack::{self, IndexEntry, ObjectKind, PACK_MAGIC, PACK_TARGET, PackBuilder};
 use crate::record::RemoteRecord;
 use crate::spans::{Span, Spans};
+use cairn_store::walk::{self, Load};
+use cairn_store::{EntryKind, Root, Tree};
 
 /// Default threshold: a pack whose live bytes are below this percentage of its objects' bytes
 /// is repacked (restic's and kopia's defaults are in the same range).
@@ -139,7 +146,7 @@ pub(crate) struct Outcome {
 /// Where a live object of an old pack went.
 #[derive(Clone, Copy, Debug)]
 struct Moved {
-    old: Span,
+    id: Id,
     /// The new pack, by its number in this run until it is sealed.
     new_pack: usize,
     new: Span,
@@ -161,12 +168,41 @@ pub(crate) async fn repack(
     lease: &mut Lease,
 ) -> Result<Outcome> {
     let mut out = Outcome::default();
+    // What every record naming a sparse pack reaches, from its trees.
+    let chosen: HashSet<Id> = sparse.iter().map(|s| s.pack).collect();
+    let affected: Vec<usize> = (0..records.len())
+        .filter(|i| records[*i].rr.packs.iter().any(|p| chosen.contains(p)))
+        .collect();
+    let reached = reach(remote, records, &affected).await?;
+    lease.refresh_if_due().await?;
+    let mut needed: HashMap<Id, HashSet<Id>> = HashMap::new();
+    let mut untouchable: HashSet<Id> = HashSet::new();
+    for i in &affected {
+        let r = &records[*i];
+        match &reached[i] {
+            Ok(ids) => {
+                for p in r.rr.packs.iter().filter(|p| chosen.contains(p)) {
+                    needed.entry(*p).or_default().extend(ids.iter().copied());
+                }
+            }
+            Err(reason) => {
+                tracing::warn!("key record {}: {reason}; leaving its packs alone", r.key);
+                for p in r.rr.packs.iter().filter(|p| chosen.contains(p)) {
+                    if untouchable.insert(*p) {
+                        out.skipped
+                            .push(format!("pack {p}: key record {}: {reason}", r.key));
+                    }
+                }
+            }
+        }
+    }
     let mut moved: HashMap<Id, Vec<Moved>> = HashMap::new();
     let mut sealed_ids: Vec<Id> = Vec::new();
     let mut builder = new_builder(0);
     let mut in_builder: Vec<Id> = Vec::new();
-    for s in sparse {
-        let g = match gather(remote, s).await? {
+    let none = HashSet::new();
+    for s in sparse.iter().filter(|s| !untouchable.contains(&s.pack)) {
+        let g = match gather(remote, s, needed.get(&s.pack).unwrap_or(&none)).await? {
             Ok(g) => g,
             Err(reason) => {
                 tracing::warn!("not repacking pack {}: {reason}", s.pack);
@@ -184,10 +220,7 @@ pub(crate) async fn repack(
             builder.add(e.id, e.kind, e.encoding, stored, e.size);
             out.bytes_copied += e.len;
             places.push(Moved {
-                old: Span {
-                    offset: e.offset,
-                    len: e.len,
-                },
+                id: e.id,
                 new_pack: number,
                 new,
             });
@@ -209,23 +242,22 @@ pub(crate) async fn repack(
         return Ok(out);
     }
 
-    // Re-point the records.
+    // Re-point the records: each names, instead of its repacked packs, the new packs holding
+    // what it reaches of them, with spans from its walk.
     let mut still_named: HashSet<Id> = HashSet::new();
-    for r in records.iter_mut() {
+    for i in affected {
+        let r = &mut records[i];
         if !r.rr.packs.iter().any(|p| moved.contains_key(p)) {
             continue;
         }
-        if !r.rr.packs.iter().all(|p| r.rr.spans.contains_key(p)) {
-            // Not judged (no spans): `plan` never picks its packs; kept as a guard.
-            still_named.extend(r.rr.packs.iter().copied());
-            continue;
-        }
+        let Ok(reaches) = &reached[&i] else {
+            continue; // its packs are untouchable: none of them moved
+        };
         let mut rr = r.rr.clone();
         let mut added: BTreeMap<Id, Vec<Span>> = BTreeMap::new();
         for p in r.rr.packs.iter().filter(|p| moved.contains_key(p)) {
-            let uses = &r.rr.spans[p];
             for m in &moved[p] {
-                if uses.contains(m.old) {
+                if reaches.contains(&m.id) {
                     added.entry(sealed_ids[m.new_pack]).or_default().push(m.new);
                 }
             }
@@ -291,10 +323,14 @@ async fn upload(remote: &Remote, b: PackBuilder) -> Result<Id> {
     Ok(sealed.id)
 }
 
-/// Reads the index of a sparse pack and fetches its live objects, each checked against its
-/// id. The inner error says why the pack is left alone: an index that is missing or does not
-/// parse, spans that do not fall on its objects, an object that fails its check.
-async fn gather(remote: &Remote, s: &Sparse) -> Result<std::result::Result<Gathered, String>> {
+/// Reads the index of a sparse pack and fetches its live objects (those `needed`, and those
+/// the spans cover), each checked against its id. The inner error says why the pack is left
+/// alone: an index that is missing or does not parse, an object that fails its check.
+async fn gather(
+    remote: &Remote,
+    s: &Sparse,
+    needed: &HashSet<Id>,
+) -> Result<std::result::Result<Gathered, String>> {
     let path = remote.index_path(&s.pack);
     let Some(bytes) = remote.get_opt(&path).await? else {
         return Ok(Err("its index is gone".into()));
@@ -304,32 +340,27 @@ async fn gather(remote: &Remote, s: &Sparse) -> Result<std::result::Result<Gathe
         Err(reason) => return Ok(Err(format!("index {path}: {reason}"))),
     };
     let mut live = Vec::new();
-    let mut covered = 0u64;
+    let mut outside = 0usize;
     for e in entries {
         let span = Span {
             offset: e.offset,
             len: e.len,
         };
-        if s.live.contains(span) {
-            covered += e.len;
+        let spanned = s.live.contains(span);
+        if needed.contains(&e.id) || spanned {
+            outside += usize::from(!spanned);
             live.push(Placed {
                 pack: s.pack,
                 entry: e,
             });
-        } else if s.live.overlaps(span) {
-            return Ok(Err(format!(
-                "the records' spans cut object {} in two",
-                e.id
-            )));
         }
     }
-    // Every live byte must belong to an object: otherwise a record's spans describe some
-    // other pack than this index does, and nothing here can be trusted to be complete.
-    if covered != s.live.bytes() {
-        return Ok(Err(format!(
-            "the records' spans cover {} bytes, its objects there {covered}",
-            s.live.bytes()
-        )));
+    if outside > 0 {
+        // Kept all the same: the trees, not the spans, say what is live.
+        tracing::warn!(
+            "pack {}: {outside} objects the records reach lie outside their spans",
+            s.pack
+        );
     }
     let mut objects = Vec::with_capacity(live.len());
     let mut ranges = fetch::ranges(remote, &live);
@@ -352,4 +383,118 @@ async fn gather(remote: &Remote, s: &Sparse) -> Result<std::result::Result<Gathe
         pack: s.pack,
         objects,
     }))
+}
+
+/// The objects each of `records[i]` (`i` in `which`) reaches, from its trees: the packs the
+/// records name are indexed and their trees fetched (each checked against its id) once for
+/// all. A record whose walk finds a tree missing or corrupt gets why instead.
+#[allow(clippy::type_complexity)]
+async fn reach(
+    remote: &Remote,
+    records: &[ReadRecord],
+    which: &[usize],
+) -> Result<HashMap<usize, std::result::Result<HashSet<Id>, String>>> {
+    let packs: BTreeSet<Id> = which
+        .iter()
+        .flat_map(|i| records[*i].rr.packs.iter().copied())
+        .collect();
+    let indexes = futures::stream::iter(packs.into_iter().map(|p| async move {
+        let path = remote.index_path(&p);
+        let got = remote.get_opt(&path).await?;
+        Ok::<_, RemoteError>((p, got.map(|b| pack::decode_index(&b, &p))))
+    }))
+    .buffer_unordered(remote.options().concurrency)
+    .collect::<Vec<_>>()
+    .await;
+    let mut trees_at: Vec<Placed> = Vec::new();
+    let mut unreadable: HashMap<Id, String> = HashMap::new();
+    let mut seen: HashSet<Id> = HashSet::new();
+    for r in indexes {
+        let (p, got) = r?;
+        match got {
+            None => {
+                unreadable.insert(p, "its index is gone".into());
+            }
+            Some(Err(reason)) => {
+                unreadable.insert(p, format!("its index: {reason}"));
+            }
+            Some(Ok((entries, _))) => {
+                for entry in entries {
+                    if entry.kind == ObjectKind::Tree && seen.insert(entry.id) {
+                        trees_at.push(Placed { pack: p, entry });
+                    }
+                }
+            }
+        }
+    }
+    let mut trees: HashMap<Id, Tree> = HashMap::new();
+    let mut bad: HashMap<Id, String> = HashMap::new();
+    let mut ranges = fetch::ranges(remote, &trees_at);
+    while let Some(range) = ranges.next().await {
+        let bytes = range.bytes?;
+        for p in &range.job.members {
+            let decoded = range
+                .job
+                .object(&bytes, p)
+                .and_then(|(_, content)| Tree::decode(&content).map_err(|e| e.to_string()));
+            match decoded {
+                Ok(t) => {
+                    trees.insert(p.entry.id, t);
+                }
+                Err(reason) => {
+                    let why = format!("tree {} in {}: {reason}", p.entry.id, range.path);
+                    bad.insert(p.entry.id, why);
+                }
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for i in which {
+        out.insert(*i, reached_by(&records[*i].rr, &trees, &bad, &unreadable));
+    }
+    Ok(out)
+}
+
+/// The objects `rr` reaches, walking `trees`; or why it cannot be walked.
+fn reached_by(
+    rr: &RemoteRecord,
+    trees: &HashMap<Id, Tree>,
+    bad: &HashMap<Id, String>,
+    unreadable: &HashMap<Id, String>,
+) -> std::result::Result<HashSet<Id>, String> {
+    if let Some((p, why)) = rr
+        .packs
+        .iter()
+        .find_map(|p| unreadable.get(p).map(|w| (p, w)))
+    {
+        return Err(format!("pack {p}: {why}"));
+    }
+    let mut ids: HashSet<Id> = rr.record.attachments.values().map(|a| a.id).collect();
+    let roots = match rr.record.root {
+        Root::Tree { id } => vec![id],
+        Root::File { id, .. } => {
+            ids.insert(id);
+            vec![]
+        }
+    };
+    walk::closure(
+        roots,
+        |id| match trees.get(id) {
+            Some(t) => Ok(Load::Tree(t.clone())),
+            None => Err(bad
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| format!("tree {id} is in none of its packs"))),
+        },
+        |id, tree| {
+            ids.insert(*id);
+            for e in &tree.entries {
+                if let EntryKind::File { blob, .. } = e.kind {
+                    ids.insert(blob);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(ids)
 }

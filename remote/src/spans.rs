@@ -70,14 +70,6 @@ impl Spans {
         i > 0 && self.0[i - 1].end() >= s.end()
     }
 
-    /// True if the object stored at `s` shares a byte with some span (an empty object: lies
-    /// strictly inside one).
-    pub fn overlaps(&self, s: Span) -> bool {
-        self.0
-            .iter()
-            .any(|x| x.offset < s.end().max(s.offset + 1) && s.offset < x.end().max(x.offset + 1))
-    }
-
     /// The spans, sorted.
     pub fn iter(&self) -> impl Iterator<Item = &Span> {
         self.0.iter()
@@ -162,10 +154,6 @@ mod tests {
         assert!(!s.contains(sp(41, 0)));
         assert!(!s.contains(sp(18, 4)), "runs past the span");
         assert!(!s.contains(sp(25, 2)));
-        assert!(s.overlaps(sp(18, 4)));
-        assert!(!s.overlaps(sp(25, 2)));
-        assert!(!s.overlaps(sp(20, 0)), "touches only");
-        assert!(s.overlaps(sp(32, 0)));
     }
 
     #[test]

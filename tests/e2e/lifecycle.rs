@@ -28,7 +28,7 @@ macro_rules! on {
 }
 
 /// The units (`pack blake3:…`, `blob blake3:…`) the remote record of `key` names.
-fn record_units(b: &Backend, key: &str) -> BTreeSet<String> {
+pub(crate) fn record_units(b: &Backend, key: &str) -> BTreeSet<String> {
     let rec: Value = serde_json::from_slice(
         &b.read(&format!("keys/{key}.key"))
             .unwrap_or_else(|| panic!("no record of {key}")),
@@ -44,7 +44,7 @@ fn record_units(b: &Backend, key: &str) -> BTreeSet<String> {
 }
 
 /// The objects of a unit, relative to the remote's root.
-fn unit_objects(unit: &str) -> Vec<String> {
+pub(crate) fn unit_objects(unit: &str) -> Vec<String> {
     let (kind, id) = unit.split_once(' ').unwrap();
     let hex = id.strip_prefix("blake3:").unwrap();
     match kind {
@@ -56,7 +56,7 @@ fn unit_objects(unit: &str) -> Vec<String> {
     }
 }
 
-fn set(v: &Value) -> BTreeSet<String> {
+pub(crate) fn set(v: &Value) -> BTreeSet<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
         .iter()
@@ -64,14 +64,14 @@ fn set(v: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-fn rgc(site: &Site, remote: &str, extra: &[&str]) -> Value {
+pub(crate) fn rgc(site: &Site, remote: &str, extra: &[&str]) -> Value {
     let mut args = vec!["remote", "gc", remote];
     args.extend_from_slice(extra);
     site.json(&args)
 }
 
 /// Object stores stamp objects to the second: waiting two makes "older than 1 s" certain.
-fn next_seconds() {
+pub(crate) fn next_seconds() {
     std::thread::sleep(Duration::from_millis(2100));
 }
 
@@ -100,7 +100,7 @@ fn signal(child: &Child, sig: &str) {
     assert!(st.success(), "kill {sig}");
 }
 
-fn wait_for_stall(f: &Faults, child: &mut Child, what: &str) {
+pub(crate) fn wait_for_stall(f: &Faults, child: &mut Child, what: &str) {
     let start = Instant::now();
     while f.counters()["stalls"].as_u64().unwrap_or(0) < 1 {
         if let Some(st) = child.try_wait().unwrap() {
@@ -126,7 +126,7 @@ fn wait_for_stall(f: &Faults, child: &mut Child, what: &str) {
     }
 }
 
-fn finished(child: Child, what: &str) -> Output {
+pub(crate) fn finished(child: Child, what: &str) -> Output {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),

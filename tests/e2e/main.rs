@@ -17,6 +17,7 @@ mod oci_extract;
 mod real_tools;
 mod records;
 mod remote;
+mod repack;
 mod roundtrip;
 mod serve;
 mod serve_daemons;
