@@ -9,6 +9,11 @@
 #      use (its clock a further 2 h ahead each time, via faketime), one does not (its clock
 #      within the hour of the last recorded use), in alternating order; geometric mean of the
 #      pair ratios (the order effect cancels out).
+#   1b. (with part 1, REPACK=1) repacking: 60 % of the keys of part 1 removed, so the packs
+#      `push --all` filled are under half live; one remote gc repacks them (copies what the
+#      remaining records reach into new packs, re-points the records), against rclone moving
+#      the same packs through this machine (download, upload: the bytes a client-side repack
+#      of those packs would move at most).
 #
 # Usage: bash benches/lifecycle.sh          (see benches/README.md)
 #
@@ -23,6 +28,7 @@
 #   PAIRS=n TINY_PAIRS=n  part 3 pairs (default 6 and 40; the tree's outputs stay on disk until
 #                       the end: PAIRS x 2 x 1.1 GB); RUNS=n part 1 hyperfine runs (default 3)
 #   ONLY="1 2 3"        which parts; KEEP=1 keeps the data (default: only results stay)
+#   REPACK=0            skips 1b
 set -euo pipefail
 
 BENCH_DIR=${BENCH_DIR:-/tmp/cairn-life-bench}
@@ -35,6 +41,7 @@ RUNS=${RUNS:-3}
 WARMUP=0
 ONLY=${ONLY:-"1 2 3"}
 KEEP=${KEEP:-0}
+REPACK=${REPACK:-1}
 MOTO_VERSION=5.2.1 # as scripts/services.sh
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -144,8 +151,55 @@ EOF
         echo "Mark requests of the last run: $gets GET ($(ratio "$gets" "$live") per record), $lists LIST pages, $heads HEAD, $puts PUT (lease, markers). Load $l0 → $(load)."
         echo
     } >>"$SUMMARY"
+    [[ $REPACK == 1 ]] && part1b "$src" "$store"
     stop_moto
     [[ $KEEP == 1 ]] || rm -rf "$src" "$store" "$copy"
+}
+
+# 1b. Repacking the packs of part 1 once most of their keys are gone
+part1b() {
+    local src=$1 store=$2 moved=$BENCH_DIR/packs-moved
+    log "1b. removing keys until 60 % are gone (NR % 10 in 2..6, besides part 1's tenth)"
+    find "$src" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort |
+        awk '{m = NR % 10} m >= 2 && m <= 6 {print "life/" $0}' |
+        xargs "$CAIRN" --quiet --store "$store" rm --remote gcb >/dev/null
+    "$CAIRN" --quiet --store "$store" --json remote gc gcb --grace 1s --dry-run >"$RES/repack-dry.json"
+    local packs
+    packs=$(jq -r '.repacked | length' "$RES/repack-dry.json")
+    log "1b. $packs packs to repack: cairn remote gc, then rclone moving the packs, alternately"
+    local l0 t0 t1 t2 t3
+    l0=$(load)
+    t0=$(now)
+    "$CAIRN" --quiet --store "$store" --json remote gc gcb --grace 1s >"$RES/repack.json"
+    t1=$(now)
+    rm -rf "$moved"
+    t2=$(now)
+    # The old packs (tombstoned now, swept by a later run): down to this machine, then up again.
+    jq -r '.repacked[]' "$RES/repack.json" | sed 's/^pack blake3://' |
+        awk '{print substr($1, 1, 2) "/" $1 ".pack"}' >"$BENCH_DIR/repacked.txt"
+    rclone copy moto:life/gc/packs "$moved" --files-from "$BENCH_DIR/repacked.txt" --transfers 8
+    rclone copy "$moved" moto:life/moved --transfers 8
+    t3=$(now)
+    local copied released rewritten gets puts secs_c secs_r
+    copied=$(jq .repack_bytes_copied "$RES/repack.json")
+    released=$(jq .repack_bytes_released "$RES/repack.json")
+    rewritten=$(jq .repack_records_rewritten "$RES/repack.json")
+    gets=$(jq .requests.gets "$RES/repack.json")
+    puts=$(jq .requests.puts "$RES/repack.json")
+    secs_c=$(secs "$t0" "$t1")
+    secs_r=$(secs "$t2" "$t3")
+    {
+        echo "## 1b. Repacking: $(jq -r .keys "$RES/repack.json") of $KEYS keys left in the packs of one push --all"
+        echo
+        echo "| command | seconds | ratio |"
+        echo "| --- | --- | --- |"
+        echo "| \`cairn remote gc gcb --grace 1s\` ($packs packs repacked, $rewritten records re-pointed) | $secs_c | $(ratio "$secs_c" "$secs_r") |"
+        echo "| rclone: the same packs down, then up again (8 transfers) | $secs_r | 1 |"
+        echo
+        echo "Copied $copied live bytes of $released; requests of the gc: $gets GET, $puts PUT. One run each (the gc changes the remote). Load $l0 → $(load)."
+        echo
+    } >>"$SUMMARY"
+    [[ $KEEP == 1 ]] || rm -rf "$moved"
 }
 
 # ---------------------------------------------------------------------------------------------

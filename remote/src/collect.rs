@@ -8,7 +8,9 @@
 //! 3. sweep: for each tombstone older than the grace period *when the records were listed*: if a
 //!    record names its unit, or the unit was rewritten after the tombstone, drop the tombstone
 //!    (recovered); otherwise delete the unit (index first, then pack), then the tombstone;
-//! 4. mark: write a tombstone (create-only) for each unit no record names that is older than the
+//! 4. repack: packs records name but mostly do not use get their live objects copied into new
+//!    packs and their records re-pointed (see `repack`); they are then unreachable;
+//! 5. mark: write a tombstone (create-only) for each unit no record names that is older than the
 //!    grace period and has none.
 //!
 //! Why it is safe beside pushes: a push writes its packs before the record that names them, and
