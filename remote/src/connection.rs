@@ -647,8 +647,11 @@ impl Remote {
                 version: None,
             }),
         };
+        let update = etag.is_some();
         match self.send_put(path, bytes, mode).await {
             Ok(r) => Ok(Conditional::Written(r.e_tag)),
+            // An update of an object deleted since it was read (S3 answers 404 to If-Match).
+            Err(object_store::Error::NotFound { .. }) if update => Ok(Conditional::Conflict),
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },

@@ -246,8 +246,9 @@ fn spans_that_omit_objects_cannot_make_gc_drop_them_file() {
     restores_elsewhere(&b, &sh.site, &sh.kept);
 }
 
-/// A record a push replaces while gc repacks is not overwritten (the rewrite is conditional on
-/// the ETag gc read), and the old pack it may name stays live.
+/// A record a push replaces while gc repacks is not overwritten, nor one `rm --remote` deletes
+/// brought back (the rewrite is conditional on the ETag gc read), and the old pack the
+/// replaced record may name stays live.
 #[test]
 fn a_record_replaced_during_repack_keeps_its_pack_s3() {
     let test = "a_record_replaced_during_repack_keeps_its_pack_s3";
@@ -274,6 +275,8 @@ fn a_record_replaced_during_repack_keeps_its_pack_s3() {
     other.ok(&["put", &key, s(&a.env.path(&format!("src{i}")))]);
     other.json(&["push", "r", &key]);
     let replaced = record(&b, &key);
+    let removed = sh.kept[1].clone();
+    other.ok(&["rm", "--remote", "r", &removed]);
     let out = crate::lifecycle::finished(gc, "gc");
     faults.clear();
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -282,17 +285,22 @@ fn a_record_replaced_during_repack_keeps_its_pack_s3() {
         replaced,
         "gc overwrote the pushed record: {r}"
     );
+    assert!(
+        b.read(&format!("keys/{removed}.key")).is_none(),
+        "gc brought back a removed record: {r}"
+    );
     assert_eq!(
         num(&r, "/repack_records_rewritten"),
-        (KEPT - 1) as u64,
+        (KEPT - 2) as u64,
         "{r}"
     );
     // Either the pushed record names the old pack (uploaded nothing: its ledger was empty, so
     // it did) or not; gc could not know which, so the old pack stays.
     assert!(set(&r["repacked"]).is_empty(), "{r}");
     assert!(!set(&r["tombstoned"]).contains(&sh.pack), "{r}");
-    verify_remote(a, &sh.kept, "after the race");
-    restores_elsewhere(&b, a, &sh.kept);
+    let left: Vec<String> = sh.kept.iter().filter(|k| **k != removed).cloned().collect();
+    verify_remote(a, &left, "after the race");
+    restores_elsewhere(&b, a, &left);
 }
 
 /// kill -9 at each step of a repack (a new pack's upload, its index's, a record's rewrite),
