@@ -12,8 +12,8 @@
 #   1b. (with part 1, REPACK=1) repacking: 60 % of the keys of part 1 removed, so the packs
 #      `push --all` filled are under half live; one remote gc repacks them (copies what the
 #      remaining records reach into new packs, re-points the records), against rclone moving
-#      the same packs through this machine (download, upload: the bytes a client-side repack
-#      of those packs would move at most).
+#      the same packs and the remaining records through this machine (download, upload: the
+#      objects a client-side repack reads and writes, without deciding anything).
 #
 # Usage: bash benches/lifecycle.sh          (see benches/README.md)
 #
@@ -166,7 +166,7 @@ part1b() {
     "$CAIRN" --quiet --store "$store" --json remote gc gcb --grace 1s --dry-run >"$RES/repack-dry.json"
     local packs
     packs=$(jq -r '.repacked | length' "$RES/repack-dry.json")
-    log "1b. $packs packs to repack: cairn remote gc, then rclone moving the packs, alternately"
+    log "1b. $packs packs to repack: cairn remote gc, then rclone moving the packs and records"
     local l0 t0 t1 t2 t3
     l0=$(load)
     t0=$(now)
@@ -177,8 +177,9 @@ part1b() {
     # The old packs (tombstoned now, swept by a later run): down to this machine, then up again.
     jq -r '.repacked[]' "$RES/repack.json" | sed 's/^pack blake3://' |
         awk '{print substr($1, 1, 2) "/" $1 ".pack"}' >"$BENCH_DIR/repacked.txt"
-    rclone copy moto:life/gc/packs "$moved" --files-from "$BENCH_DIR/repacked.txt" --transfers 8
-    rclone copy "$moved" moto:life/moved --transfers 8
+    rclone copy moto:life/gc/packs "$moved/packs" --files-from "$BENCH_DIR/repacked.txt" --transfers 8
+    rclone copy moto:life/gc/keys "$moved/keys" --transfers 8 --checkers 16
+    rclone copy "$moved" moto:life/moved --transfers 8 --checkers 16
     t3=$(now)
     local copied released rewritten gets puts secs_c secs_r
     copied=$(jq .repack_bytes_copied "$RES/repack.json")
@@ -194,7 +195,7 @@ part1b() {
         echo "| command | seconds | ratio |"
         echo "| --- | --- | --- |"
         echo "| \`cairn remote gc gcb --grace 1s\` ($packs packs repacked, $rewritten records re-pointed) | $secs_c | $(ratio "$secs_c" "$secs_r") |"
-        echo "| rclone: the same packs down, then up again (8 transfers) | $secs_r | 1 |"
+        echo "| rclone: the same packs and the remaining records down, then up again (8 transfers) | $secs_r | 1 |"
         echo
         echo "Copied $copied live bytes of $released; requests of the gc: $gets GET, $puts PUT. One run each (the gc changes the remote). Load $l0 → $(load)."
         echo
