@@ -64,6 +64,16 @@ pub(crate) fn set(v: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// The keys a gc report (`--json`, local or remote) says were removed.
+fn removed(v: &Value) -> BTreeSet<String> {
+    v["removed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no removed list: {v}"))
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
 pub(crate) fn rgc(site: &Site, remote: &str, extra: &[&str]) -> Value {
     let mut args = vec!["remote", "gc", remote];
     args.extend_from_slice(extra);
@@ -805,14 +815,6 @@ fn remote_policy(kind: Kind, test: &str) {
     );
 
     let want: BTreeSet<String> = ["p/00", "p/02"].map(String::from).into();
-    let removed = |v: &Value| -> BTreeSet<String> {
-        v["removed"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{v}"))
-            .iter()
-            .map(|r| r["key"].as_str().unwrap().to_string())
-            .collect()
-    };
     let dry = rgc(&a, "r", &["--policy", "--dry-run", "--grace", "1s"]);
     assert_eq!(removed(&dry), want, "{dry}");
     assert!(
@@ -984,14 +986,6 @@ max-size = "20K"
         assert!(out.status.success(), "{}", text(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     };
-    let removed = |v: &Value| -> BTreeSet<String> {
-        v["removed"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["key"].as_str().unwrap().to_string())
-            .collect()
-    };
     let mut want: BTreeSet<String> = (0..7).map(|i| format!("main/{i:02}")).collect();
     // pr/09 is the newest of pr/: kept; pr/03 and pr/04 were used 2 days ago.
     want.extend([0, 1, 2, 5, 6, 7, 8].map(|i| format!("pr/{i:02}")));
@@ -1087,13 +1081,7 @@ fn size_cap_evicts_least_recently_used_local() {
     assert!(!keys(&a).contains("k/09"), "a refused put bound its key");
     // gc --policy enforces the cap: down to 423 kB, 4 keys; k/05 is now the least recent.
     let v = a.json(&["gc", "--policy"]);
-    let removed: BTreeSet<String> = v["removed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["key"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(removed, names(&["k/05"]), "{v}");
+    assert_eq!(removed(&v), names(&["k/05"]), "{v}");
     assert_eq!(v["removed"][0]["reason"], "store-size", "{v}");
     a.assert_verify_clean("after gc --policy");
 }
