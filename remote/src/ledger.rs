@@ -25,12 +25,14 @@ pub struct Known {
     pub spans: HashMap<Id, Span>,
 }
 
-/// Object id → location: tag byte (1 pack, 2 standalone blob) then the pack or blob id.
-const OBJECTS: TableDefinition<&[u8; 32], &[u8; 33]> = TableDefinition::new("objects");
-/// Object id → its place in a pack: the pack id, offset and stored length (u64 LE each), which
-/// a push needs to write the record's spans. Written with the location; a row whose pack is not
-/// the object's location is stale and ignored (ledgers from before spans have no rows here).
-const SPANS: TableDefinition<&[u8; 32], &[u8; 48]> = TableDefinition::new("spans");
+/// Object id → where it is: tag byte (1 pack, 2 standalone blob, 3 pack, place unknown), the
+/// pack or blob id, then (tag 1) the object's offset and stored length in the pack, u64 LE. A
+/// push needs the place to write the record's spans.
+const PLACES: TableDefinition<&[u8; 32], &[u8; 49]> = TableDefinition::new("places");
+/// The table of ledgers from before spans: object id → tag byte (1 pack, 2 standalone blob) and
+/// the pack or blob id. Read where `PLACES` has no row (a location without a place); never
+/// written; rows are removed when their objects are forgotten.
+const OLD_OBJECTS: TableDefinition<&[u8; 32], &[u8; 33]> = TableDefinition::new("objects");
 
 /// Where an object lives on a remote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,27 +43,49 @@ pub enum Location {
     Standalone,
 }
 
-impl Location {
-    fn encode(self, id: &Id) -> [u8; 33] {
-        let mut out = [0u8; 33];
-        match self {
-            Location::Pack(p) => {
-                out[0] = 1;
-                out[1..].copy_from_slice(&p.0);
-            }
-            Location::Standalone => {
-                out[0] = 2;
-                out[1..].copy_from_slice(&id.0);
-            }
+fn encode_place(id: &Id, loc: Location, span: Option<Span>) -> [u8; 49] {
+    let mut out = [0u8; 49];
+    match (loc, span) {
+        (Location::Pack(p), Some(span)) => {
+            out[0] = 1;
+            out[1..33].copy_from_slice(&p.0);
+            out[33..41].copy_from_slice(&span.offset.to_le_bytes());
+            out[41..].copy_from_slice(&span.len.to_le_bytes());
         }
-        out
+        (Location::Pack(p), None) => {
+            out[0] = 3;
+            out[1..33].copy_from_slice(&p.0);
+        }
+        (Location::Standalone, _) => {
+            out[0] = 2;
+            out[1..33].copy_from_slice(&id.0);
+        }
     }
-    fn decode(b: &[u8; 33]) -> Option<Location> {
-        match b[0] {
-            1 => Some(Location::Pack(Id(b[1..].try_into().ok()?))),
-            2 => Some(Location::Standalone),
-            _ => None,
-        }
+    out
+}
+
+fn decode_place(b: &[u8; 49]) -> Option<(Location, Option<Span>)> {
+    let id = Id(b[1..33].try_into().ok()?);
+    let num = |at: usize| Some(u64::from_le_bytes(b[at..at + 8].try_into().ok()?));
+    match b[0] {
+        1 => Some((
+            Location::Pack(id),
+            Some(Span {
+                offset: num(33)?,
+                len: num(41)?,
+            }),
+        )),
+        2 => Some((Location::Standalone, None)),
+        3 => Some((Location::Pack(id), None)),
+        _ => None,
+    }
+}
+
+fn decode_old(b: &[u8; 33]) -> Option<Location> {
+    match b[0] {
+        1 => Some(Location::Pack(Id(b[1..].try_into().ok()?))),
+        2 => Some(Location::Standalone),
+        _ => None,
     }
 }
 
@@ -136,31 +160,35 @@ impl Ledger {
     fn lookup_now(&self, ids: &[Id]) -> Result<Known> {
         let db = self.open()?;
         let txn = db.begin_read().map_err(|e| self.err(e))?;
-        let t = match txn.open_table(OBJECTS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Known::default()),
+        let places = match txn.open_table(PLACES) {
+            Ok(t) => Some(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(self.err(e)),
         };
-        let spans = match txn.open_table(SPANS) {
+        let old = match txn.open_table(OLD_OBJECTS) {
             Ok(t) => Some(t),
             Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(self.err(e)),
         };
         let mut out = Known::default();
         for id in ids {
-            let Some(v) = t.get(&id.0).map_err(|e| self.err(e))? else {
-                continue;
-            };
-            let Some(loc) = Location::decode(v.value()) else {
-                continue;
-            };
-            out.locations.insert(*id, loc);
-            if let (Location::Pack(pack), Some(st)) = (loc, &spans)
-                && let Some(row) = st.get(&id.0).map_err(|e| self.err(e))?
-                && let Some((p, span)) = decode_span(row.value())
-                && p == pack
+            let mut found = None;
+            if let Some(t) = &places
+                && let Some(v) = t.get(&id.0).map_err(|e| self.err(e))?
             {
-                out.spans.insert(*id, span);
+                found = decode_place(v.value());
+            }
+            if found.is_none()
+                && let Some(t) = &old
+                && let Some(v) = t.get(&id.0).map_err(|e| self.err(e))?
+            {
+                found = decode_old(v.value()).map(|loc| (loc, None));
+            }
+            if let Some((loc, span)) = found {
+                out.locations.insert(*id, loc);
+                if let Some(span) = span {
+                    out.spans.insert(*id, span);
+                }
             }
         }
         Ok(out)
@@ -173,19 +201,10 @@ impl Ledger {
             let db = l.open()?;
             let txn = db.begin_write().map_err(|e| l.err(e))?;
             {
-                let mut t = txn.open_table(OBJECTS).map_err(|e| l.err(e))?;
-                let mut st = txn.open_table(SPANS).map_err(|e| l.err(e))?;
+                let mut t = txn.open_table(PLACES).map_err(|e| l.err(e))?;
                 for (id, loc, span) in items {
-                    t.insert(&id.0, &loc.encode(&id)).map_err(|e| l.err(e))?;
-                    match (loc, span) {
-                        (Location::Pack(p), Some(span)) => {
-                            st.insert(&id.0, &encode_span(&p, span))
-                                .map_err(|e| l.err(e))?;
-                        }
-                        _ => {
-                            st.remove(&id.0).map_err(|e| l.err(e))?;
-                        }
-                    }
+                    t.insert(&id.0, &encode_place(&id, loc, span))
+                        .map_err(|e| l.err(e))?;
                 }
             }
             txn.commit().map_err(|e| l.err(e))
@@ -199,33 +218,15 @@ impl Ledger {
             let db = l.open()?;
             let txn = db.begin_write().map_err(|e| l.err(e))?;
             {
-                let mut t = txn.open_table(OBJECTS).map_err(|e| l.err(e))?;
-                let mut st = txn.open_table(SPANS).map_err(|e| l.err(e))?;
+                let mut t = txn.open_table(PLACES).map_err(|e| l.err(e))?;
+                let mut old = txn.open_table(OLD_OBJECTS).map_err(|e| l.err(e))?;
                 for (id, _) in gone {
                     t.remove(&id.0).map_err(|e| l.err(e))?;
-                    st.remove(&id.0).map_err(|e| l.err(e))?;
+                    old.remove(&id.0).map_err(|e| l.err(e))?;
                 }
             }
             txn.commit().map_err(|e| l.err(e))
         })
         .await
     }
-}
-
-fn encode_span(pack: &Id, span: Span) -> [u8; 48] {
-    let mut out = [0u8; 48];
-    out[..32].copy_from_slice(&pack.0);
-    out[32..40].copy_from_slice(&span.offset.to_le_bytes());
-    out[40..].copy_from_slice(&span.len.to_le_bytes());
-    out
-}
-
-fn decode_span(b: &[u8; 48]) -> Option<(Id, Span)> {
-    Some((
-        Id(b[..32].try_into().ok()?),
-        Span {
-            offset: u64::from_le_bytes(b[32..40].try_into().ok()?),
-            len: u64::from_le_bytes(b[40..].try_into().ok()?),
-        },
-    ))
 }

@@ -126,3 +126,102 @@ fn waiting_for_the_ledger_leaves_the_runtime_free() {
     );
     pushed.unwrap();
 }
+
+/// A ledger written before spans existed (locations only, in its old `objects` table) still
+/// lets a push reuse what it places, and the record gets complete spans: push reads the index of
+/// each such pack (instead of a HEAD) to learn where its objects are.
+#[test]
+fn a_ledger_from_before_spans_still_gives_complete_spans() {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    const PLACES: TableDefinition<&[u8; 32], &[u8; 49]> = TableDefinition::new("places");
+    const OLD: TableDefinition<&[u8; 32], &[u8; 33]> = TableDefinition::new("objects");
+    let t = tempfile::tempdir().unwrap();
+    let (store, remote, ledger) = setup(t.path(), Duration::from_secs(5));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(push(
+        &store,
+        &remote,
+        &[Key::new("k").unwrap()],
+        &NoProgress,
+    ))
+    .unwrap();
+
+    // Turn the ledger into one from before spans: every row moved to the old table, with the
+    // old encoding (tag byte, then the pack or blob id).
+    {
+        let db = redb::Database::open(&ledger).unwrap();
+        let rows: Vec<([u8; 32], [u8; 33])> = {
+            let r = db.begin_read().unwrap();
+            let t = r.open_table(PLACES).unwrap();
+            t.iter()
+                .unwrap()
+                .map(|row| {
+                    let (k, v) = row.unwrap();
+                    let v = v.value();
+                    let mut old = [0u8; 33];
+                    old[0] = if v[0] == 2 { 2 } else { 1 };
+                    old[1..].copy_from_slice(&v[1..33]);
+                    (*k.value(), old)
+                })
+                .collect()
+        };
+        assert!(!rows.is_empty());
+        let w = db.begin_write().unwrap();
+        {
+            let mut old = w.open_table(OLD).unwrap();
+            for (k, v) in &rows {
+                old.insert(k, v).unwrap();
+            }
+        }
+        w.delete_table(PLACES).unwrap();
+        w.commit().unwrap();
+    }
+
+    // A second key reusing the first one's file, plus a file of its own.
+    let src = t.path().join("src2");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f.txt"), b"content").unwrap();
+    std::fs::write(src.join("g.txt"), b"more content").unwrap();
+    let k2 = Key::new("k2").unwrap();
+    store
+        .put(
+            &k2,
+            Input::Path(&src),
+            &IngestOptions::default(),
+            Default::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    let s = rt
+        .block_on(push(
+            &store,
+            &remote,
+            std::slice::from_ref(&k2),
+            &NoProgress,
+        ))
+        .unwrap();
+    assert!(
+        s.objects_skipped >= 1,
+        "the shared file was not reused: {s:?}"
+    );
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.path().join("remote/keys/k2.key")).unwrap())
+            .unwrap();
+    let packs = rec["packs"].as_array().unwrap();
+    assert!(packs.len() >= 2, "k2 names the old pack and its own: {rec}");
+    for p in packs {
+        assert!(
+            rec["spans"][p.as_str().unwrap()].is_array(),
+            "no spans for {p}: {rec}"
+        );
+    }
+    // The spans cover everything k2 reaches (verify --remote checks exactly that).
+    let audit = rt
+        .block_on(cairn_remote::audit(
+            &remote,
+            &[k2],
+            &cairn_remote::TrustPolicy::default(),
+        ))
+        .unwrap();
+    assert!(audit.clean, "{audit:?}");
+}
