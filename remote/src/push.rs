@@ -587,7 +587,10 @@ fn stored_form(id: Id, content: &[u8]) -> Result<(Encoding, Vec<u8>)> {
 }
 
 /// PUT the pack, then its index. Returns its id, members (with their spans) and size.
-async fn upload_pack(remote: &Remote, sealed: SealedPack) -> Result<(Id, Vec<(Id, Span)>, u64)> {
+pub(crate) async fn upload_pack(
+    remote: &Remote,
+    sealed: SealedPack,
+) -> Result<(Id, Vec<(Id, Span)>, u64)> {
     let idx = pack::encode_index(&sealed);
     let len = sealed.bytes.len() as u64;
     remote

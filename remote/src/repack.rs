@@ -310,17 +310,9 @@ fn new_builder(serial: usize) -> PackBuilder {
     b
 }
 
-/// PUT a new pack, then its index; returns its id.
+/// PUT a new pack, then its index (as a push does); returns its id.
 async fn upload(remote: &Remote, b: PackBuilder) -> Result<Id> {
-    let sealed = b.finish();
-    let idx = pack::encode_index(&sealed);
-    remote
-        .put(&remote.pack_path(&sealed.id), sealed.bytes.clone())
-        .await?;
-    remote
-        .put(&remote.index_path(&sealed.id), Bytes::from(idx))
-        .await?;
-    Ok(sealed.id)
+    Ok(crate::push::upload_pack(remote, b.finish()).await?.0)
 }
 
 /// Reads the index of a sparse pack and fetches its live objects (those `needed`, and those
